@@ -1,0 +1,74 @@
+//! The value every knob takes when neither the file nor an override sets it,
+//! kept in one place so the docs, `Config::default()` and an empty file agree.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+/// `listen`: every IPv4 interface on the conventional proxy port.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 3128));
+
+/// `data_dir`: where the cache and the generated CA live.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/pullcache";
+
+/// `access.clients`: loopback, the RFC 1918 private ranges and IPv6 unique
+/// local addresses, so a freshly started proxy is not an open relay.
+pub const DEFAULT_CLIENTS: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+
+/// `access.connect_ports`: HTTPS only, so the proxy cannot be used to reach
+/// arbitrary services such as SMTP.
+pub const DEFAULT_CONNECT_PORTS: &[u16] = &[443];
+
+/// `access.tunnel`: hosts that are not intercepted are passed through.
+pub const DEFAULT_TUNNEL: bool = true;
+
+/// `intercept.hosts`: the well-known public registries and the CDNs their
+/// blobs are redirected to. A configured list replaces this one entirely.
+pub const DEFAULT_INTERCEPT_HOSTS: &[&str] = &[
+    "registry-1.docker.io",
+    "index.docker.io",
+    "production.cloudflare.docker.com",
+    "quay.io",
+    "cdn.quay.io",
+    "cdn01.quay.io",
+    "cdn02.quay.io",
+    "cdn03.quay.io",
+    "ghcr.io",
+    "pkg-containers.githubusercontent.com",
+    "registry.k8s.io",
+    "k8s.gcr.io",
+    "gcr.io",
+    "*.gcr.io",
+    "*.pkg.dev",
+    "mcr.microsoft.com",
+    "*.data.mcr.microsoft.com",
+    "public.ecr.aws",
+    "nvcr.io",
+];
+
+/// `upstream.connect_timeout`: how long to wait for a TCP connection to an
+/// upstream registry.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `timeouts.tls_handshake`: how long a client may take to finish the TLS
+/// handshake on an intercepted connection.
+pub const DEFAULT_TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// `timeouts.header_read`: how long a client may take to send a request's
+/// headers.
+pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(30);
+
+/// `timeouts.tunnel_idle`: a tunnel with no bytes in either direction for
+/// this long is closed.
+pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(5 * 60);
+
+/// `timeouts.shutdown_grace`: on SIGTERM, how long in-flight transfers may
+/// run before they are cut off.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -1,0 +1,458 @@
+//! Content-addressed files on disk: verified blobs and in-flight ingests.
+//!
+//! ```text
+//! <data>/blobs/sha256/ab/ab12…   committed, verified, read-only (0444)
+//! <data>/ingest/<random>         being downloaded; deleted on failure and at start-up
+//! ```
+//!
+//! A blob becomes visible under `blobs/` only by a rename after its bytes
+//! hashed to the digest it is filed under and were synced, so a crash at
+//! any point leaves either no file there or a complete, verified one. File
+//! names come only from a validated [`Digest`], never from a request path.
+//!
+//! Everything here is blocking file I/O: call it from `spawn_blocking` or a
+//! dedicated thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::Digest as _;
+
+use crate::registry::digest::{Algorithm, Digest};
+
+/// The blob store rooted in the data directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+/// What a successful commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The blob was added.
+    Added,
+    /// Another writer committed the same digest first; ours was dropped.
+    AlreadyPresent,
+}
+
+/// Why a commit did not happen. The ingest file is gone in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The bytes hash to something else.
+    #[error("content does not match {expected}: got {actual}")]
+    DigestMismatch {
+        /// The digest the blob was requested by.
+        expected: Digest,
+        /// What the bytes hashed to.
+        actual: Digest,
+    },
+    /// The upstream announced one length and sent another.
+    #[error("expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The announced length.
+        expected: u64,
+        /// What arrived.
+        actual: u64,
+    },
+    /// A file operation failed.
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let store = BlobStore {
+            blobs: data_dir.join("blobs"),
+            ingest: data_dir.join("ingest"),
+        };
+        fs::create_dir_all(&store.blobs)?;
+        fs::create_dir_all(&store.ingest)?;
+        Ok(store)
+    }
+
+    /// Where a committed blob lives: `blobs/<alg>/<2 hex>/<hex>`.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// The size of a committed blob, if present.
+    pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Opens a committed blob for reading, with its size.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
+        match File::open(self.blob_path(digest)) {
+            Ok(file) => {
+                let size = file.metadata()?.len();
+                Ok(Some((file, size)))
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes a committed blob (e.g. one found corrupt).
+    pub fn remove_blob(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.blob_path(digest)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a new download for `digest`.
+    pub fn create_ingest(&self, algorithm: Algorithm) -> io::Result<IngestFile> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let name = format!(
+                "{}-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed),
+                random_suffix()
+            );
+            let path = self.ingest.join(name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(IngestFile {
+                        path,
+                        file,
+                        hasher: Hasher::new(algorithm),
+                        written: 0,
+                        finished: false,
+                    })
+                }
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Deletes every file in `ingest/`; run at start-up, when no download
+    /// can be in flight. Returns how many were removed.
+    pub fn clear_ingest(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.ingest)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Every committed blob on disk, with its size. Files whose names are
+    /// not valid digests, or that sit in the wrong fan-out folder, are
+    /// returned separately so recovery can remove them.
+    pub fn scan(&self) -> io::Result<Scan> {
+        let mut scan = Scan::default();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let root = self.blobs.join(algorithm.as_str());
+            let Ok(fanouts) = fs::read_dir(&root) else {
+                continue;
+            };
+            for fanout in fanouts {
+                let fanout = fanout?;
+                if !fanout.file_type()?.is_dir() {
+                    scan.strays.push(fanout.path());
+                    continue;
+                }
+                for entry in fs::read_dir(fanout.path())? {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    let digest = name
+                        .to_str()
+                        .and_then(|hex| Digest::parse(&format!("{}:{hex}", algorithm.as_str())).ok())
+                        .filter(|d| d.hex()[..2] == *fanout.file_name().to_string_lossy());
+                    match digest {
+                        Some(digest) if entry.file_type()?.is_file() => {
+                            scan.blobs.push((digest, entry.metadata()?.len()));
+                        }
+                        _ => scan.strays.push(entry.path()),
+                    }
+                }
+            }
+        }
+        Ok(scan)
+    }
+}
+
+/// What [`BlobStore::scan`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Committed blobs and their sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Files that do not belong in `blobs/`.
+    pub strays: Vec<PathBuf>,
+}
+
+/// A download in progress: bytes are hashed as they are written. Dropped
+/// without a successful [`IngestFile::commit`], the file is deleted.
+#[derive(Debug)]
+pub struct IngestFile {
+    path: PathBuf,
+    file: File,
+    hasher: Hasher,
+    written: u64,
+    finished: bool,
+}
+
+impl IngestFile {
+    /// Appends and hashes a chunk.
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// The file's path, for readers that follow the download.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies the bytes against `expected` (and `expected_size` when the
+    /// upstream announced one), syncs, and renames into place.
+    pub fn commit(
+        mut self,
+        store: &BlobStore,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Committed, CommitError> {
+        if let Some(size) = expected_size.filter(|&size| size != self.written) {
+            return Err(CommitError::SizeMismatch {
+                expected: size,
+                actual: self.written,
+            });
+        }
+        let actual = std::mem::replace(&mut self.hasher, Hasher::new(expected.algorithm()))
+            .finish();
+        if actual != *expected {
+            return Err(CommitError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.file.sync_all()?;
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o444))?;
+        let target = store.blob_path(expected);
+        let parent = target.parent().expect("blob paths have a parent");
+        fs::create_dir_all(parent)?;
+        if target.exists() {
+            // Content-addressed: an existing file with this name is the same
+            // verified content, committed by a writer that finished first.
+            return Ok(Committed::AlreadyPresent);
+        }
+        fs::rename(&self.path, &target)?;
+        self.finished = true;
+        // The rename is durable only once the directory entry is synced.
+        File::open(parent)?.sync_all()?;
+        Ok(Committed::Added)
+    }
+}
+
+impl Drop for IngestFile {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A running hash of either registered algorithm.
+#[derive(Debug, Clone)]
+pub enum Hasher {
+    /// SHA-256.
+    Sha256(sha2::Sha256),
+    /// SHA-512.
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// A fresh hasher for `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest::from_bytes(Algorithm::Sha256, &h.finalize()),
+            Hasher::Sha512(h) => Digest::from_bytes(Algorithm::Sha512, &h.finalize()),
+        }
+    }
+}
+
+/// Hashes a whole byte slice.
+pub fn digest_of(algorithm: Algorithm, bytes: &[u8]) -> Digest {
+    let mut hasher = Hasher::new(algorithm);
+    hasher.update(bytes);
+    hasher.finish()
+}
+
+/// A short random suffix so ingest names from restarted processes with a
+/// recycled PID still differ.
+fn random_suffix() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher as _};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    mod commit {
+        use super::*;
+
+        #[test]
+        fn verified_bytes_land_read_only_under_their_digest() {
+            let (_dir, store) = store();
+            let bytes = b"layer bytes";
+            let digest = digest_of(Algorithm::Sha256, bytes);
+            let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            ingest.write(&bytes[..5]).unwrap();
+            ingest.write(&bytes[5..]).unwrap();
+            let ingest_path = ingest.path().to_owned();
+            assert_eq!(
+                ingest.commit(&store, &digest, Some(bytes.len() as u64)).unwrap(),
+                Committed::Added
+            );
+            assert!(!ingest_path.exists());
+            let path = store.blob_path(&digest);
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+            assert!(path.starts_with(store.blobs.join("sha256").join(&digest.hex()[..2])));
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o444);
+        }
+
+        #[test]
+        fn wrong_bytes_are_never_committed() {
+            let (_dir, store) = store();
+            let digest = digest_of(Algorithm::Sha256, b"what was asked for");
+            let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            ingest.write(b"something else").unwrap();
+            let ingest_path = ingest.path().to_owned();
+            let error = ingest.commit(&store, &digest, None).unwrap_err();
+            assert!(matches!(error, CommitError::DigestMismatch { .. }), "{error}");
+            assert!(!ingest_path.exists(), "the ingest file is deleted");
+            assert_eq!(store.blob_size(&digest).unwrap(), None);
+        }
+
+        #[test]
+        fn a_short_body_is_a_size_mismatch() {
+            let (_dir, store) = store();
+            let digest = digest_of(Algorithm::Sha256, b"abc");
+            let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            ingest.write(b"ab").unwrap();
+            let error = ingest.commit(&store, &digest, Some(3)).unwrap_err();
+            assert!(matches!(error, CommitError::SizeMismatch { expected: 3, actual: 2 }));
+            assert_eq!(store.scan().unwrap().blobs.len(), 0);
+        }
+
+        #[test]
+        fn a_second_writer_of_the_same_digest_is_a_success() {
+            let (_dir, store) = store();
+            let digest = digest_of(Algorithm::Sha256, b"same");
+            for expected in [Committed::Added, Committed::AlreadyPresent] {
+                let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+                ingest.write(b"same").unwrap();
+                assert_eq!(ingest.commit(&store, &digest, Some(4)).unwrap(), expected);
+            }
+            assert_eq!(fs::read_dir(&store.ingest).unwrap().count(), 0);
+        }
+
+        #[test]
+        fn dropping_an_unfinished_ingest_deletes_it() {
+            let (_dir, store) = store();
+            let mut ingest = store.create_ingest(Algorithm::Sha512).unwrap();
+            ingest.write(b"partial").unwrap();
+            let path = ingest.path().to_owned();
+            drop(ingest);
+            assert!(!path.exists());
+        }
+    }
+
+    mod scan {
+        use super::*;
+
+        #[test]
+        fn finds_blobs_and_strays() {
+            let (_dir, store) = store();
+            let digest = digest_of(Algorithm::Sha256, b"x");
+            let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            ingest.write(b"x").unwrap();
+            ingest.commit(&store, &digest, None).unwrap();
+            let stray_dir = store.blobs.join("sha256").join("zz");
+            fs::create_dir_all(&stray_dir).unwrap();
+            fs::write(stray_dir.join("not-a-digest"), b"?").unwrap();
+            // A valid name in the wrong fan-out folder is a stray too.
+            let other = digest_of(Algorithm::Sha256, b"y");
+            fs::write(stray_dir.join(other.hex()), b"y").unwrap();
+
+            let scan = store.scan().unwrap();
+            assert_eq!(scan.blobs, vec![(digest, 1)]);
+            assert_eq!(scan.strays.len(), 2);
+        }
+
+        #[test]
+        fn clear_ingest_empties_the_folder() {
+            let (_dir, store) = store();
+            let ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            // Simulate a crash: the process is gone, the file stays.
+            std::mem::forget(ingest);
+            assert_eq!(store.clear_ingest().unwrap(), 1);
+            assert_eq!(fs::read_dir(&store.ingest).unwrap().count(), 0);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Intercepted tunnels: accept the client's TLS with a leaf of ours for the
+//! name it asked for, then serve HTTP/1.1 or h2 on the decrypted stream.
+//!
+//! The ClientHello is read first (under the same deadline as the rest of the
+//! handshake) so the leaf can be chosen, or minted, for the SNI name.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::server::{Acceptor, ClientHello};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::body::Body;
+use crate::connect::{ConnectTarget, TargetHost};
+use crate::error::{error_response, Side};
+use crate::{forward, State};
+
+/// Why an intercepted tunnel was closed before serving anything.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("no TLS ClientHello within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("SNI {sni:?} is not an intercepted host")]
+    SniNotIntercepted { sni: String },
+    #[error("no certificate for {host}: {source}")]
+    Leaf {
+        host: String,
+        #[source]
+        source: pullcache_ca::CaError,
+    },
+}
+
+/// Serves one intercepted tunnel until the client is done with it.
+pub async fn serve<IO>(state: Arc<State>, io: IO, target: ConnectTarget, client: SocketAddr)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tls = match accept_tls(&state, io, &target).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            info!(%error, "intercepted TLS refused");
+            return;
+        }
+    };
+    let target = Arc::new(target);
+    let service_state = state.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = service_state.clone();
+        let target = target.clone();
+        async move { Ok::<_, Infallible>(handle(&state, &target, client, req).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        () = state.shutdown.cancelled() => {
+            // Finish the requests in flight, take no new ones.
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(error) = result {
+        debug!(%error, "intercepted connection ended with an error");
+    }
+}
+
+async fn accept_tls<IO>(
+    state: &State,
+    io: IO,
+    target: &ConnectTarget,
+) -> Result<tokio_rustls::server::TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let limit = state.config.timeouts.tls_handshake;
+    let deadline = tokio::time::Instant::now() + limit;
+    let start = tokio::time::timeout_at(deadline, LazyConfigAcceptor::new(Acceptor::default(), io))
+        .await
+        .map_err(|_| HandshakeError::Timeout(limit))?
+        .map_err(HandshakeError::Tls)?;
+    let host = leaf_host(state, &start.client_hello(), target)?;
+    let leaf = state
+        .leaves
+        .get(&host)
+        .await
+        .map_err(|source| HandshakeError::Leaf {
+            host: host.clone(),
+            source,
+        })?;
+    let config = state.tls.server_config(leaf);
+    tokio::time::timeout_at(deadline, start.into_stream(config))
+        .await
+        .map_err(|_| HandshakeError::Timeout(limit))?
+        .map_err(HandshakeError::Tls)
+}
+
+/// The name to present a certificate for: the SNI name when the client sent
+/// one (it must be intercepted too), else the CONNECT host.
+fn leaf_host(
+    state: &State,
+    hello: &ClientHello<'_>,
+    target: &ConnectTarget,
+) -> Result<String, HandshakeError> {
+    match hello.server_name() {
+        Some(sni) => {
+            let normalised = pullcache_config::normalize_host(sni);
+            match normalised {
+                Some(name) if state.config.intercept.intercepts(&name) => Ok(name),
+                _ => Err(HandshakeError::SniNotIntercepted {
+                    sni: sni.to_owned(),
+                }),
+            }
+        }
+        None => Ok(match &target.host {
+            TargetHost::Name(name) => name.clone(),
+            TargetHost::Ip(ip) => ip.to_string(),
+        }),
+    }
+}
+
+/// Serves one decrypted request; every failure becomes a response here so
+/// hyper never sees an error.
+async fn handle(
+    state: &State,
+    target: &ConnectTarget,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match forward::forward(state, target, req).await {
+        Ok(response) => {
+            debug!(
+                client.addr = %client,
+                http.method = %method,
+                http.path = %path,
+                http.status = response.status().as_u16(),
+                "forwarded"
+            );
+            response
+        }
+        Err(error) => {
+            match error.side() {
+                Side::Upstream | Side::Local => {
+                    warn!(client.addr = %client, http.method = %method, http.path = %path, %error, "request failed")
+                }
+                Side::Client => {
+                    info!(client.addr = %client, http.method = %method, http.path = %path, %error, "request refused")
+                }
+            }
+            error_response(&error)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Test and benchmark suite for pullcache; the code lives in the member crates.

@@ -1,0 +1,19 @@
+//! End-to-end tests: the real `pullcache` binary, driven by the real curl,
+//! in front of in-process HTTPS upstreams, all on loopback.
+//!
+//! The binary is not built by `cargo test` for this package; `tests/run.sh`
+//! builds the workspace's binaries first (see `support::pullcache_bin`).
+
+// Test CA, TLS upstreams, the proxy child process and the clients.
+mod support;
+
+// `pullcache ca …`, config validation with exit code 64, flag/env/file precedence.
+mod cli;
+// CONNECT refusals (port, authority, client address) and the admin endpoints.
+mod connect_policy;
+// TLS termination for intercepted hosts: leaf, forwarding, methods, Host checks.
+mod intercept;
+// Byte-for-byte tunnels for other hosts, and `tunnel = false`.
+mod tunnel;
+// SIGTERM: stop accepting, drain within the grace, exit 0.
+mod shutdown;
