@@ -135,8 +135,7 @@ impl CertificateAuthority {
     /// operator may bring their own root.
     pub fn load(dir: &Path) -> Result<Self, CaError> {
         let origin = Origin::dir(dir);
-        let cert_pem =
-            fs::read(&origin.cert).map_err(|e| CaError::io("read", &origin.cert, e))?;
+        let cert_pem = fs::read(&origin.cert).map_err(|e| CaError::io("read", &origin.cert, e))?;
         let key_pem = fs::read(&origin.key).map_err(|e| CaError::io("read", &origin.key, e))?;
         let cert_der = parse_cert_pem(&origin.cert, &cert_pem)?;
         let key_der = parse_key_pem(&origin.key, &key_pem)?;
@@ -203,7 +202,13 @@ impl CertificateAuthority {
     ///
     /// If only one of the two files exists, refuses with
     /// [`CaError::Incomplete`] and touches nothing. An existing CA is used
-    /// as it is even if `constraints` differ; the difference is logged.
+    /// as it is even if `constraints` differ; the difference is logged. If
+    /// another process creates the CA at the same moment, both end up using
+    /// the one that reached the disk first.
+    ///
+    /// Like [`load`](Self::load) and [`save`](Self::save) this does blocking
+    /// file I/O (and may wait up to a second for a concurrent creator); from
+    /// async code, call it through `tokio::task::spawn_blocking`.
     pub fn load_or_create(dir: &Path, constraints: &Constraints) -> Result<(Self, bool), CaError> {
         if let Some(ca) = Self::load_existing(dir)? {
             ca.warn_if_constraints_differ(dir, constraints);
@@ -345,7 +350,8 @@ impl CertificateAuthority {
             path: origin.cert.clone(),
             why,
         };
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| unsupported(e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| unsupported(e.to_string()))?;
         // Clients find a leaf's issuer by comparing names byte for byte.
         // rcgen re-encodes the subject, which can differ for unusual names
         // (repeated attributes), so issue a throwaway certificate and check.

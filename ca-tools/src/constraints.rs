@@ -53,10 +53,12 @@ pub(crate) fn parse_entry(raw: &str) -> Result<Entry, CaError> {
             .ok_or_else(|| invalid(&format!("the prefix length must be 0..={max}")))?;
         // Host bits set in the base address make the constraint ambiguous to
         // some verifiers, so clear them.
-        return Ok(Entry::Ip(match CidrSubnet::from_addr_prefix(addr, prefix) {
-            CidrSubnet::V4(a, m) => CidrSubnet::V4(mask_bytes(a, m), m),
-            CidrSubnet::V6(a, m) => CidrSubnet::V6(mask_bytes(a, m), m),
-        }));
+        return Ok(Entry::Ip(
+            match CidrSubnet::from_addr_prefix(addr, prefix) {
+                CidrSubnet::V4(a, m) => CidrSubnet::V4(mask_bytes(a, m), m),
+                CidrSubnet::V6(a, m) => CidrSubnet::V6(mask_bytes(a, m), m),
+            },
+        ));
     }
     match Host::parse(entry) {
         Ok(Host::Ip(ip)) => {
@@ -217,7 +219,9 @@ impl Subtrees {
                 GeneralName::DNSName(name) => out.dns.push(name.to_ascii_lowercase()),
                 GeneralName::IPAddress(bytes) => match IpSubnet::from_der(bytes) {
                     Some(subnet) => out.ip.push(subnet),
-                    None => out.other.push(format!("malformed iPAddress ({} bytes)", bytes.len())),
+                    None => out
+                        .other
+                        .push(format!("malformed iPAddress ({} bytes)", bytes.len())),
                 },
                 other => out.other.push(other.to_string()),
             }
@@ -356,7 +360,15 @@ mod tests {
     #[test]
     fn bad_entries_are_refused() {
         for bad in [
-            "", "*", "*.", ".", "a b", "docker.io:443", "10.0.0.0/33", "::/129", "x/8",
+            "",
+            "*",
+            "*.",
+            ".",
+            "a b",
+            "docker.io:443",
+            "10.0.0.0/33",
+            "::/129",
+            "x/8",
         ] {
             let err = Constraints::Permitted(vec![bad.into()]).to_rcgen();
             assert!(

@@ -32,7 +32,10 @@ impl Host {
         if let Ok(ip) = input.parse::<IpAddr>() {
             return Ok(Host::Ip(ip));
         }
-        let name = input.strip_suffix('.').unwrap_or(input).to_ascii_lowercase();
+        let name = input
+            .strip_suffix('.')
+            .unwrap_or(input)
+            .to_ascii_lowercase();
         check_dns_name(&name).map_err(invalid)?;
         Ok(Host::Dns(name))
     }

@@ -81,7 +81,8 @@ impl LeafOptions {
 /// `leaf_key`'s public key, signed by `ca`.
 ///
 /// The leaf has the host as its only subjectAltName (a dNSName for a name,
-/// an iPAddress for an IP literal), CN = host for DNS names, is valid from
+/// an iPAddress for an IP literal), CN = host for DNS names of up to 64
+/// characters (no subject at all for IP literals), is valid from
 /// an hour ago until `validity` from now (but not past the root's expiry),
 /// has EKU serverAuth and key usage digitalSignature, is not a CA, and has a
 /// random serial. Refuses hosts the root's name constraints do not permit.
@@ -135,7 +136,11 @@ fn mint(
     match host {
         Host::Dns(name) => {
             params.subject_alt_names = vec![SanType::DnsName(name.clone().try_into()?)];
-            dn.push(DnType::CommonName, name.clone());
+            // RFC 5280 caps a CN at 64 characters; longer names live in the
+            // SAN alone, which is all clients look at anyway.
+            if name.len() <= 64 {
+                dn.push(DnType::CommonName, name.clone());
+            }
         }
         // No CN for IP leaves: with no dNSName SAN present, OpenSSL checks a
         // dotted-quad CN against the root's dNSName constraints as if it
@@ -181,11 +186,10 @@ impl LeafCache {
     /// threads) and sets up an empty cache.
     pub async fn new(ca: Arc<CertificateAuthority>, options: LeafOptions) -> Result<Self, CaError> {
         options.check()?;
-        let leaf_key = tokio::task::spawn_blocking(|| {
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        })
-        .await
-        .map_err(|e| CaError::Task(e.to_string()))??;
+        let leaf_key =
+            tokio::task::spawn_blocking(|| KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256))
+                .await
+                .map_err(|e| CaError::Task(e.to_string()))??;
         let signing_key = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
             PrivatePkcs8KeyDer::from(leaf_key.serialized_der()),
         ))

@@ -25,7 +25,10 @@ fn generate_save_load_round_trips() {
     assert_eq!(mode(&dir), 0o700, "a created CA directory is private");
     assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
     assert_eq!(mode(&dir.join(CA_CERT_FILE)), 0o644);
-    assert_eq!(fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(), ca.cert_pem());
+    assert_eq!(
+        fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap(),
+        ca.cert_pem()
+    );
     let key_pem = fs::read_to_string(dir.join(CA_KEY_FILE)).unwrap();
     assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
     let leftovers: Vec<_> = fs::read_dir(&dir)
@@ -52,8 +55,12 @@ fn generate_save_load_round_trips() {
 
 #[test]
 fn two_generated_roots_differ() {
-    let a = CertificateAuthority::generate(&docker()).unwrap().describe();
-    let b = CertificateAuthority::generate(&docker()).unwrap().describe();
+    let a = CertificateAuthority::generate(&docker())
+        .unwrap()
+        .describe();
+    let b = CertificateAuthority::generate(&docker())
+        .unwrap()
+        .describe();
     assert_ne!(a.subject, b.subject, "installs must be told apart");
     assert_ne!(a.serial, b.serial);
     assert!(a.subject.contains("CN=pullcache root CA "), "{}", a.subject);

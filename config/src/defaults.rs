@@ -72,3 +72,15 @@ pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(5 * 60);
 /// `timeouts.shutdown_grace`: on SIGTERM, how long in-flight transfers may
 /// run before they are cut off.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `cache.tag_ttl`: how long a tag → digest answer is served without asking
+/// upstream again. Short, because tags move; revalidation is a cheap HEAD.
+pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// `cache.visibility_ttl`: how long "this repository is public" is believed
+/// before it is checked again with an anonymous token request.
+pub const DEFAULT_VISIBILITY_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// `cache.upstream_stall`: the longest an upstream may go without sending a
+/// byte of a response before the fetch is abandoned.
+pub const DEFAULT_UPSTREAM_STALL: Duration = Duration::from_secs(60);

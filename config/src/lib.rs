@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod access;
+mod cache;
 pub mod defaults;
 mod error;
 mod host;
@@ -25,12 +26,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use access::AccessConfig;
+pub use cache::CacheConfig;
 pub use defaults::DEFAULT_INTERCEPT_HOSTS;
 pub use error::{ConfigError, Problem};
 pub use host::{normalize_host, NameError};
 pub use intercept::InterceptConfig;
 pub use pattern::{HostPattern, PatternError};
-pub use raw::{RawAccess, RawConfig, RawIntercept, RawTimeouts, RawUpstream};
+pub use raw::{RawAccess, RawCache, RawConfig, RawIntercept, RawTimeouts, RawUpstream};
 pub use timeouts::Timeouts;
 pub use upstream::UpstreamConfig;
 
@@ -59,6 +61,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Client and tunnel time limits.
     pub timeouts: Timeouts,
+    /// `[cache]`: freshness of cached answers and upstream patience.
+    pub cache: CacheConfig,
 }
 
 /// Values from the command line or environment that beat the file.
@@ -79,6 +83,7 @@ impl Default for Config {
             intercept: InterceptConfig::default(),
             upstream: UpstreamConfig::default(),
             timeouts: Timeouts::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -143,6 +148,7 @@ impl Config {
         let intercept = InterceptConfig::from_raw(raw.intercept, &mut problems);
         let upstream = UpstreamConfig::from_raw(raw.upstream, &mut problems);
         let timeouts = Timeouts::from_raw(raw.timeouts, &mut problems);
+        let cache = CacheConfig::from_raw(raw.cache, &mut problems);
 
         problems.finish(Config {
             listen,
@@ -151,6 +157,7 @@ impl Config {
             intercept,
             upstream,
             timeouts,
+            cache,
         })
     }
 }
@@ -307,6 +314,7 @@ shutdown_grace = "1m 30s"
                     tunnel_idle: Duration::from_secs(120),
                     shutdown_grace: Duration::from_secs(90),
                 },
+                cache: CacheConfig::default(),
             };
             assert_eq!(c, expected);
             assert!(!c.intercept.intercepts("quay.io"));
@@ -467,7 +475,8 @@ tls_handshake = "0s"
                 ("[intercept]\nhost = []\n", "host"),
                 ("[upstream]\ntimeout = \"1s\"\n", "timeout"),
                 ("[timeouts]\nidle = \"1s\"\n", "idle"),
-                ("[cache]\nsize = 1\n", "cache"),
+                ("[cache]\nsize = 1\n", "size"),
+                ("[caches]\nsize = 1\n", "caches"),
             ] {
                 let message = parse_error(text);
                 assert!(message.contains(key), "{text:?}: {message}");

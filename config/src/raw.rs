@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[timeouts]`
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// `[cache]`
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 /// The `[access]` section.
@@ -111,4 +114,16 @@ mod tests {
             assert!(err.to_string().contains("idle"), "{err}");
         }
     }
+}
+
+/// The `[cache]` section; every value is a humantime duration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// `tag_ttl`
+    pub tag_ttl: Option<String>,
+    /// `visibility_ttl`
+    pub visibility_ttl: Option<String>,
+    /// `upstream_stall`
+    pub upstream_stall: Option<String>,
 }

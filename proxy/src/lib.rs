@@ -11,12 +11,14 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod connect;
 pub mod data_dir;
 pub mod error;
 pub mod forward;
 pub mod intercept;
 pub mod policy;
+pub mod registry;
 pub mod resolve;
 pub mod server;
 pub mod tls;

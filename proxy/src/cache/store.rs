@@ -183,7 +183,9 @@ impl BlobStore {
                     let name = entry.file_name();
                     let digest = name
                         .to_str()
-                        .and_then(|hex| Digest::parse(&format!("{}:{hex}", algorithm.as_str())).ok())
+                        .and_then(|hex| {
+                            Digest::parse(&format!("{}:{hex}", algorithm.as_str())).ok()
+                        })
                         .filter(|d| d.hex()[..2] == *fanout.file_name().to_string_lossy());
                     match digest {
                         Some(digest) if entry.file_type()?.is_file() => {
@@ -238,30 +240,65 @@ impl IngestFile {
     }
 
     /// Verifies the bytes against `expected` (and `expected_size` when the
-    /// upstream announced one), syncs, and renames into place.
-    pub fn commit(
+    /// upstream announced one). On success the bytes are known good but not
+    /// yet durable or visible; [`VerifiedIngest::persist`] does that.
+    pub fn verify(
         mut self,
-        store: &BlobStore,
         expected: &Digest,
         expected_size: Option<u64>,
-    ) -> Result<Committed, CommitError> {
+    ) -> Result<VerifiedIngest, CommitError> {
         if let Some(size) = expected_size.filter(|&size| size != self.written) {
             return Err(CommitError::SizeMismatch {
                 expected: size,
                 actual: self.written,
             });
         }
-        let actual = std::mem::replace(&mut self.hasher, Hasher::new(expected.algorithm()))
-            .finish();
+        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(expected.algorithm()));
+        let actual = hasher.finish();
         if actual != *expected {
             return Err(CommitError::DigestMismatch {
                 expected: expected.clone(),
                 actual,
             });
         }
-        self.file.sync_all()?;
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o444))?;
-        let target = store.blob_path(expected);
+        Ok(VerifiedIngest {
+            ingest: self,
+            digest: actual,
+        })
+    }
+
+    /// [`IngestFile::verify`] then [`VerifiedIngest::persist`].
+    pub fn commit(
+        self,
+        store: &BlobStore,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Committed, CommitError> {
+        Ok(self.verify(expected, expected_size)?.persist(store)?)
+    }
+}
+
+/// An ingest whose bytes matched their digest, waiting to be made durable
+/// and visible. Dropped without [`VerifiedIngest::persist`], it is deleted.
+#[derive(Debug)]
+pub struct VerifiedIngest {
+    ingest: IngestFile,
+    digest: Digest,
+}
+
+impl VerifiedIngest {
+    /// The verified size.
+    pub fn size(&self) -> u64 {
+        self.ingest.written
+    }
+
+    /// Syncs the file, renames it into `blobs/`, syncs the directory and
+    /// makes the file read-only.
+    pub fn persist(mut self, store: &BlobStore) -> io::Result<Committed> {
+        let ingest = &mut self.ingest;
+        ingest.file.sync_all()?;
+        fs::set_permissions(&ingest.path, fs::Permissions::from_mode(0o444))?;
+        let target = store.blob_path(&self.digest);
         let parent = target.parent().expect("blob paths have a parent");
         fs::create_dir_all(parent)?;
         if target.exists() {
@@ -269,8 +306,8 @@ impl IngestFile {
             // verified content, committed by a writer that finished first.
             return Ok(Committed::AlreadyPresent);
         }
-        fs::rename(&self.path, &target)?;
-        self.finished = true;
+        fs::rename(&ingest.path, &target)?;
+        ingest.finished = true;
         // The rename is durable only once the directory entry is synced.
         File::open(parent)?.sync_all()?;
         Ok(Committed::Added)
@@ -365,7 +402,9 @@ mod tests {
             ingest.write(&bytes[5..]).unwrap();
             let ingest_path = ingest.path().to_owned();
             assert_eq!(
-                ingest.commit(&store, &digest, Some(bytes.len() as u64)).unwrap(),
+                ingest
+                    .commit(&store, &digest, Some(bytes.len() as u64))
+                    .unwrap(),
                 Committed::Added
             );
             assert!(!ingest_path.exists());
@@ -384,7 +423,10 @@ mod tests {
             ingest.write(b"something else").unwrap();
             let ingest_path = ingest.path().to_owned();
             let error = ingest.commit(&store, &digest, None).unwrap_err();
-            assert!(matches!(error, CommitError::DigestMismatch { .. }), "{error}");
+            assert!(
+                matches!(error, CommitError::DigestMismatch { .. }),
+                "{error}"
+            );
             assert!(!ingest_path.exists(), "the ingest file is deleted");
             assert_eq!(store.blob_size(&digest).unwrap(), None);
         }
@@ -396,7 +438,13 @@ mod tests {
             let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
             ingest.write(b"ab").unwrap();
             let error = ingest.commit(&store, &digest, Some(3)).unwrap_err();
-            assert!(matches!(error, CommitError::SizeMismatch { expected: 3, actual: 2 }));
+            assert!(matches!(
+                error,
+                CommitError::SizeMismatch {
+                    expected: 3,
+                    actual: 2
+                }
+            ));
             assert_eq!(store.scan().unwrap().blobs.len(), 0);
         }
 

@@ -124,7 +124,9 @@ mod tests {
         assert_eq!(d.to_string(), format!("sha256:{HEX}"));
         let long = "a".repeat(128);
         assert_eq!(
-            Digest::parse(&format!("sha512:{long}")).unwrap().algorithm(),
+            Digest::parse(&format!("sha512:{long}"))
+                .unwrap()
+                .algorithm(),
             Algorithm::Sha512
         );
     }

@@ -153,16 +153,23 @@ mod tests {
 
         #[test]
         fn blobs_and_manifests() {
-            let blob = RegistryRoute::parse(&format!("/v2/library/alpine/blobs/sha256:{HEX}")).unwrap();
+            let blob =
+                RegistryRoute::parse(&format!("/v2/library/alpine/blobs/sha256:{HEX}")).unwrap();
             assert_eq!(blob.name.as_str(), "library/alpine");
             assert!(matches!(blob.kind, RouteKind::Blob(ref d) if d.hex() == HEX));
 
             let tag = RegistryRoute::parse("/v2/a/b/c/manifests/v1.2.3-rc_1").unwrap();
             assert_eq!(tag.name.as_str(), "a/b/c");
-            assert_eq!(tag.kind, RouteKind::Manifest(Reference::Tag("v1.2.3-rc_1".into())));
+            assert_eq!(
+                tag.kind,
+                RouteKind::Manifest(Reference::Tag("v1.2.3-rc_1".into()))
+            );
 
             let pinned = RegistryRoute::parse(&format!("/v2/x/manifests/sha256:{HEX}")).unwrap();
-            assert!(matches!(pinned.kind, RouteKind::Manifest(Reference::Digest(_))));
+            assert!(matches!(
+                pinned.kind,
+                RouteKind::Manifest(Reference::Digest(_))
+            ));
 
             // A component called "blobs" is part of the name, not the route.
             let odd = RegistryRoute::parse(&format!("/v2/foo/blobs/blobs/sha256:{HEX}")).unwrap();
@@ -171,10 +178,18 @@ mod tests {
 
         #[test]
         fn names_follow_the_grammar() {
-            for ok in ["a", "library/alpine", "a.b_c__d---e/f0", "k8s.gcr.io-x/pause"] {
+            for ok in [
+                "a",
+                "library/alpine",
+                "a.b_c__d---e/f0",
+                "k8s.gcr.io-x/pause",
+            ] {
                 assert!(RepoName::parse(ok).is_some(), "{ok}");
             }
-            for bad in ["", "A", "a/", "/a", "a//b", "a..b", "a___b", "-a", "a-", "a_.b", "..", "a/../b", "a%2fb", "a b"] {
+            for bad in [
+                "", "A", "a/", "/a", "a//b", "a..b", "a___b", "-a", "a-", "a_.b", "..", "a/../b",
+                "a%2fb", "a b",
+            ] {
                 assert!(RepoName::parse(bad).is_none(), "{bad:?}");
             }
             assert!(RepoName::parse(&"a".repeat(256)).is_none());
