@@ -97,13 +97,29 @@ fn ca_init_keeps_an_existing_ca_unless_forced() {
 
     let again = home.run(&["ca", "init"]);
     assert_ne!(again.code(), 0, "a second init must refuse: {again:#?}");
-    assert_eq!(std::fs::read(home.crt()).expect("ca.crt"), crt, "ca.crt changed");
-    assert_eq!(std::fs::read(home.key()).expect("ca.key"), key, "ca.key changed");
+    assert_eq!(
+        std::fs::read(home.crt()).expect("ca.crt"),
+        crt,
+        "ca.crt changed"
+    );
+    assert_eq!(
+        std::fs::read(home.key()).expect("ca.key"),
+        key,
+        "ca.key changed"
+    );
 
     let forced = home.run(&["ca", "init", "--force"]);
     assert_eq!(forced.code(), 0, "{forced:#?}");
-    assert_ne!(std::fs::read(home.crt()).expect("ca.crt"), crt, "--force kept the old CA");
-    assert_ne!(std::fs::read(home.key()).expect("ca.key"), key, "--force kept the old key");
+    assert_ne!(
+        std::fs::read(home.crt()).expect("ca.crt"),
+        crt,
+        "--force kept the old CA"
+    );
+    assert_ne!(
+        std::fs::read(home.key()).expect("ca.key"),
+        key,
+        "--force kept the old key"
+    );
 }
 
 #[test]
@@ -127,6 +143,23 @@ fn ca_show_names_the_ca_its_permitted_hosts_and_fingerprint() {
     assert!(
         flat.contains(&fingerprint),
         "SHA-256 fingerprint {fingerprint} not shown: {out:#?}"
+    );
+}
+
+#[test]
+fn ca_init_unconstrained_drops_the_name_constraints() {
+    let home = CaHome::new();
+    home.init();
+    let forced = home.run(&["ca", "init", "--force", "--unconstrained"]);
+    assert_eq!(forced.code(), 0, "{forced:#?}");
+
+    let out = home.run(&["ca", "show"]);
+
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(out.stdout.contains("pullcache"), "{out:#?}");
+    assert!(
+        !out.stdout.contains("registry-1.docker.io"),
+        "an unconstrained CA should permit no particular names: {out:#?}"
     );
 }
 
@@ -222,11 +255,7 @@ fn unreadable_upstream_ca_file_is_a_usage_error() {
 }
 
 fn precedence_launch(args: &[&str], env: &[(&str, &str)]) -> Launch {
-    let body = ProxyConfig {
-        intercept: vec!["registry-1.docker.io".to_owned()],
-        ..ProxyConfig::default()
-    }
-    .render();
+    let body = ProxyConfig::default().render();
     Launch {
         file_listen: UNBINDABLE.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -244,7 +273,11 @@ fn assert_starts_on_loopback(launch: Launch) {
         Ok(proxy) => proxy,
         Err(failure) => panic!("{launch:#?} did not start: {failure:#?}"),
     };
-    assert!(proxy.addr().ip().is_loopback(), "listening on {}", proxy.addr());
+    assert!(
+        proxy.addr().ip().is_loopback(),
+        "listening on {}",
+        proxy.addr()
+    );
     let status = proxy.terminate(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),

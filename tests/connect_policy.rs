@@ -54,11 +54,12 @@ fn connect_without_a_port_is_a_bad_request() {
 fn connect_with_an_unterminated_ipv6_literal_is_a_bad_request() {
     let proxy = TestProxy::start(&ProxyConfig::default().render());
 
-    // The HTTP parser may reject this before pullcache's own checks see it,
-    // so only the status is asserted, not a log line.
+    // Not even a URI: the HTTP parser rejects it before the CONNECT checks,
+    // and that must be answered and logged all the same.
     let reply = raw_request(proxy.addr(), b"CONNECT [::1 HTTP/1.1\r\nHost: [::1\r\n\r\n");
 
     assert!(reply.starts_with("HTTP/1.1 400"), "got {reply:?}");
+    assert_refusal_logged(&proxy);
 }
 
 #[test]
@@ -72,7 +73,10 @@ fn client_outside_the_allowed_networks_is_forbidden() {
     let test_ca = fx.ca.cert_path().display().to_string();
 
     // Both kinds of host: neither a tunnel nor an interception may start.
-    for url in ["https://tunnelled.test/v2/", "https://registry-1.docker.io/v2/"] {
+    for url in [
+        "https://tunnelled.test/v2/",
+        "https://registry-1.docker.io/v2/",
+    ] {
         let got = fetch(&["-x", &proxy.url(), "--cacert", &test_ca, url]);
         assert_eq!(got.connect_code, 403, "{url}: {got:#?}");
     }
@@ -93,7 +97,10 @@ fn admin_endpoints_answer_on_the_proxy_port() {
     let ca = fetch(&[&format!("{base}/ca.crt")]);
     assert_eq!(ca.http_code, 200, "{ca:#?}");
     let on_disk = std::fs::read_to_string(proxy.ca_cert_path()).expect("read ca.crt");
-    assert!(on_disk.starts_with("-----BEGIN CERTIFICATE-----"), "{on_disk}");
+    assert!(
+        on_disk.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{on_disk}"
+    );
     assert_eq!(ca.body, on_disk, "GET /ca.crt must serve the CA file");
 
     let missing = fetch(&[&format!("{base}/nope")]);

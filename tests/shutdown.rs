@@ -35,10 +35,14 @@ fn sigterm_stops_accepting_and_exits_zero_within_the_grace() {
     let addr = proxy.addr();
 
     // An open tunnel: a connection the drain has to deal with.
-    let connect = format!("CONNECT {TUNNELLED_HOST}:443 HTTP/1.1\r\nHost: {TUNNELLED_HOST}:443\r\n\r\n");
+    let connect =
+        format!("CONNECT {TUNNELLED_HOST}:443 HTTP/1.1\r\nHost: {TUNNELLED_HOST}:443\r\n\r\n");
     let (_tunnel, head) = raw_exchange(addr, connect.as_bytes());
     assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answer: {head:?}");
-    assert!(healthz_ok(addr, Duration::from_secs(2)), "not serving before SIGTERM");
+    assert!(
+        healthz_ok(addr, Duration::from_secs(2)),
+        "not serving before SIGTERM"
+    );
 
     let signalled = Instant::now();
     proxy.send_sigterm();
@@ -64,5 +68,9 @@ fn sigterm_stops_accepting_and_exits_zero_within_the_grace() {
             proxy.logs()
         )
     });
-    assert!(status.success(), "exit status {status}; log: {:#?}", proxy.logs());
+    assert!(
+        status.success(),
+        "exit status {status}; log: {:#?}",
+        proxy.logs()
+    );
 }

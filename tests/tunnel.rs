@@ -38,7 +38,11 @@ fn pullcache_ca_does_not_vouch_for_tunnelled_hosts() {
     let got = fetch(&["-x", &proxy.url(), "--cacert", &ca, URL]);
 
     assert_eq!(got.connect_code, 200, "{got:#?}");
-    assert_eq!(got.curl.code(), 60, "expected a verification failure: {got:#?}");
+    assert_eq!(
+        got.curl.code(),
+        60,
+        "expected a verification failure: {got:#?}"
+    );
     assert_eq!(fx.tunnelled.request_count(), 0);
 }
 

@@ -99,6 +99,11 @@ pub fn constraints_for(config: &Config) -> Constraints {
         .collect();
     names.sort();
     names.dedup();
+    if names.is_empty() {
+        // Nothing is intercepted, so the CA should sign nothing: permit only
+        // the reserved `.invalid` domain (RFC 6761), which no site can use.
+        names.push("invalid".to_owned());
+    }
     Constraints::Permitted(names)
 }
 

@@ -93,10 +93,10 @@ impl Fetch {
     pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .lines()
+            .rev()
             .filter_map(|line| line.split_once(':'))
-            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim().to_owned())
-            .last()
     }
 
     /// The issuer of the server certificate curl saw, from `-v` output.

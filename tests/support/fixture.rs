@@ -20,8 +20,7 @@ impl Fixture {
     pub(crate) fn new() -> Self {
         let ca = TestCa::new();
         let registry = TlsUpstream::start(&ca, &[REGISTRY_HOST], TlsUpstream::echo("registry"));
-        let tunnelled =
-            TlsUpstream::start(&ca, &[TUNNELLED_HOST], TlsUpstream::echo("tunnelled"));
+        let tunnelled = TlsUpstream::start(&ca, &[TUNNELLED_HOST], TlsUpstream::echo("tunnelled"));
         Fixture {
             ca,
             registry,

@@ -11,8 +11,8 @@ pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 
-pub(crate) use bin::{pullcache_bin, run_bounded, BoundedOutput};
-pub(crate) use client::{curl, fetch, raw_request};
+pub(crate) use bin::{run_bounded, BoundedOutput};
+pub(crate) use client::{fetch, raw_request};
 pub(crate) use fixture::{Fixture, REGISTRY_HOST, TUNNELLED_HOST};
 pub(crate) use proxy::{ProxyConfig, TestProxy};
 pub(crate) use tls::TestCa;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::bin::{pullcache_command, wait_bounded};
-use super::toml_str;
+use super::{toml_str, REGISTRY_HOST};
 
 /// How long the proxy may take to bind its listener.
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
@@ -42,7 +42,9 @@ impl Default for ProxyConfig {
             clients: vec!["127.0.0.0/8".into(), "::1/128".into()],
             connect_ports: vec![443],
             tunnel: true,
-            intercept: Vec::new(),
+            // pullcache's CA is name-constrained to the intercepted hosts and
+            // refuses to be created with none, so there is always one.
+            intercept: vec![REGISTRY_HOST.to_owned()],
             ca_files: Vec::new(),
             resolve: Vec::new(),
             extra: String::new(),
@@ -81,7 +83,11 @@ impl ProxyConfig {
         ));
         out.push_str("[upstream.resolve]\n");
         for (host, addr) in &self.resolve {
-            out.push_str(&format!("{} = {}\n", toml_str(host), toml_str(&addr.to_string())));
+            out.push_str(&format!(
+                "{} = {}\n",
+                toml_str(host),
+                toml_str(&addr.to_string())
+            ));
         }
         out.push('\n');
         out.push_str(&self.extra);
@@ -165,11 +171,12 @@ impl TestProxy {
             cmd.arg(arg.replace("{config}", &config_path.display().to_string()));
         }
         for (key, value) in &launch.env {
-            cmd.env(key, value.replace("{config}", &config_path.display().to_string()));
+            cmd.env(
+                key,
+                value.replace("{config}", &config_path.display().to_string()),
+            );
         }
-        cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pullcache");
 
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -69,10 +69,9 @@ impl TestCa {
         names: &[&str],
     ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().expect("generate leaf key");
-        let mut params = CertificateParams::new(
-            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-        )
-        .expect("leaf params");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("leaf params");
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name

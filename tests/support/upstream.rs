@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -164,5 +164,18 @@ async fn handle(
     };
     count.fetch_add(1, Ordering::SeqCst);
     seen.lock().expect("seen lock").push(request.clone());
-    Ok(handler(&request))
+    let mut response = handler(&request);
+    if request.method == "HEAD" {
+        // A HEAD response carries the length of the body it would have had
+        // and no body. hyper's HTTP/1 server drops the body by itself but its
+        // h2 server sends it, which a real registry never does (and which an
+        // h2 client rightly treats as a protocol error).
+        let len = response.body().size_hint().exact().unwrap_or(0);
+        response
+            .headers_mut()
+            .entry(hyper::header::CONTENT_LENGTH)
+            .or_insert_with(|| len.into());
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    Ok(response)
 }

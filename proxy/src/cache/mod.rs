@@ -1,5 +1,457 @@
-//! The on-disk cache: verified blobs, the metadata index, and the
-//! in-memory view of both that the request path reads.
+//! The on-disk cache: verified blobs ([`store`]), the metadata index
+//! ([`index`]), single-flight downloads ([`flight`]) and, here, the
+//! in-memory view of all three that the request path reads without
+//! touching the disk.
+//!
+//! Writes go to memory first and then to the index on a blocking thread;
+//! the index is loaded into memory at start-up after recovery has made it
+//! agree with the files in `blobs/`.
 
+pub mod flight;
 pub mod index;
 pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tracing::{info, warn};
+
+use crate::registry::digest::Digest;
+use flight::Flights;
+use index::{BlobRecord, Index, IndexError, RepoRecord, TagRecord};
+use store::BlobStore;
+
+/// What the cache knows of a committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// The media type upstream gave, if known.
+    pub media_type: Option<Arc<str>>,
+}
+
+/// What a tag pointed to, and when upstream last said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The manifest media type.
+    pub media_type: Arc<str>,
+    /// When upstream last confirmed it.
+    pub fetched_at: SystemTime,
+}
+
+/// Whether a repository is public, and when that was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepoInfo {
+    /// Anonymous pulls are allowed.
+    pub public: bool,
+    /// When it was checked.
+    pub checked_at: SystemTime,
+}
+
+/// Why the cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The folders or files could not be read or created.
+    #[error("cache storage in {path}: {source}")]
+    Io {
+        /// The data directory.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The index could not be opened.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// What start-up recovery did, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Ingest files removed.
+    pub ingest_removed: usize,
+    /// Index rows whose file was missing, dropped.
+    pub rows_dropped: usize,
+    /// Files the index did not know, adopted.
+    pub files_adopted: usize,
+    /// Files that do not belong in `blobs/`, removed.
+    pub strays_removed: usize,
+    /// Tags whose manifest was gone, dropped.
+    pub tags_dropped: usize,
+}
+
+/// The cache shared by every request.
+pub struct Cache {
+    store: BlobStore,
+    index: Arc<Index>,
+    blobs: DashMap<Digest, BlobInfo>,
+    tags: DashMap<String, TagInfo>,
+    repos: DashMap<String, RepoInfo>,
+    /// Hits since the last flush: digest → (count, last access).
+    pending_hits: Mutex<HashMap<Digest, (u64, u64)>>,
+    /// Blob downloads in progress.
+    pub flights: Flights,
+}
+
+impl Cache {
+    /// Opens the cache in `data_dir`, recovering from any crash: clears
+    /// `ingest/`, drops index rows whose file is missing, adopts verified
+    /// files the index does not know. Blocking.
+    pub fn open(data_dir: &Path) -> Result<(Cache, Recovery), CacheError> {
+        let io_error = |source| CacheError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        let store = BlobStore::open(data_dir).map_err(io_error)?;
+        let index = Index::open(&data_dir.join("index.redb"))?;
+        let mut recovery = Recovery {
+            ingest_removed: store.clear_ingest().map_err(io_error)?,
+            ..Recovery::default()
+        };
+
+        let scan = store.scan().map_err(io_error)?;
+        for stray in &scan.strays {
+            warn!(path = %stray.display(), "removing a file that does not belong in blobs/");
+            let _ = std::fs::remove_file(stray);
+            recovery.strays_removed += 1;
+        }
+        let on_disk: HashMap<Digest, u64> = scan.blobs.into_iter().collect();
+        let snapshot = index.snapshot()?;
+
+        let blobs = DashMap::new();
+        let mut known = HashSet::new();
+        let mut missing = Vec::new();
+        for record in snapshot.blobs {
+            match on_disk.get(&record.digest) {
+                Some(&size) => {
+                    known.insert(record.digest.clone());
+                    blobs.insert(
+                        record.digest,
+                        BlobInfo {
+                            size,
+                            media_type: record.media_type.map(Arc::from),
+                        },
+                    );
+                }
+                None => missing.push(record.digest),
+            }
+        }
+        recovery.rows_dropped = missing.len();
+        index.remove_blobs(&missing)?;
+        // Files only reach blobs/ after verification, so one the index does
+        // not know is a commit whose index write was cut short: keep it.
+        let now = unix_now();
+        for (digest, size) in on_disk {
+            if known.contains(&digest) {
+                continue;
+            }
+            index.put_blob(&BlobRecord {
+                digest: digest.clone(),
+                size,
+                media_type: None,
+                fetched_at: now,
+                last_access: now,
+                hits: 0,
+            })?;
+            blobs.insert(
+                digest,
+                BlobInfo {
+                    size,
+                    media_type: None,
+                },
+            );
+            recovery.files_adopted += 1;
+        }
+
+        let tags = DashMap::new();
+        let mut dead_tags = Vec::new();
+        for record in snapshot.tags {
+            if blobs.contains_key(&record.digest) {
+                tags.insert(
+                    record.key,
+                    TagInfo {
+                        digest: record.digest,
+                        media_type: record.media_type.into(),
+                        fetched_at: from_unix(record.fetched_at),
+                    },
+                );
+            } else {
+                dead_tags.push(record.key);
+            }
+        }
+        recovery.tags_dropped = dead_tags.len();
+        index.remove_tags(&dead_tags)?;
+
+        let repos = snapshot
+            .repos
+            .into_iter()
+            .map(|r| {
+                (
+                    r.key,
+                    RepoInfo {
+                        public: r.public,
+                        checked_at: from_unix(r.checked_at),
+                    },
+                )
+            })
+            .collect();
+
+        info!(
+            cache.blobs = blobs.len(),
+            cache.tags = tags.len(),
+            recovery.ingest_removed = recovery.ingest_removed,
+            recovery.rows_dropped = recovery.rows_dropped,
+            recovery.files_adopted = recovery.files_adopted,
+            recovery.strays_removed = recovery.strays_removed,
+            "cache opened"
+        );
+        let cache = Cache {
+            store,
+            index: Arc::new(index),
+            blobs,
+            tags,
+            repos,
+            pending_hits: Mutex::default(),
+            flights: Flights::default(),
+        };
+        Ok((cache, recovery))
+    }
+
+    /// The blob store.
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
+    /// A committed blob, if the cache has it.
+    pub fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
+        self.blobs.get(digest).map(|entry| entry.clone())
+    }
+
+    /// Records a newly committed blob, in memory at once and in the index
+    /// on a blocking thread. An index failure is logged, not returned: the
+    /// file is committed and recovery adopts it at the next start.
+    pub async fn record_blob(&self, digest: &Digest, size: u64, media_type: Option<&str>) {
+        self.blobs.insert(
+            digest.clone(),
+            BlobInfo {
+                size,
+                media_type: media_type.map(Arc::from),
+            },
+        );
+        let now = unix_now();
+        let record = BlobRecord {
+            digest: digest.clone(),
+            size,
+            media_type: media_type.map(str::to_owned),
+            fetched_at: now,
+            last_access: now,
+            hits: 0,
+        };
+        self.write_index(move |index| index.put_blob(&record)).await;
+    }
+
+    /// Forgets a blob that turned out to be missing or corrupt on disk.
+    pub async fn forget_blob(&self, digest: &Digest) {
+        self.blobs.remove(digest);
+        let digests = vec![digest.clone()];
+        self.write_index(move |index| index.remove_blobs(&digests))
+            .await;
+    }
+
+    /// Counts a cache hit; flushed to the index by [`Cache::flush_hits`].
+    pub fn note_hit(&self, digest: &Digest) {
+        let mut pending = self.pending_hits.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(digest.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = unix_now();
+    }
+
+    /// Writes the hit counts gathered since the last flush.
+    pub async fn flush_hits(&self) {
+        let batch: Vec<(Digest, u64, u64)> = {
+            let mut pending = self.pending_hits.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().map(|(d, (n, t))| (d, n, t)).collect()
+        };
+        if !batch.is_empty() {
+            self.write_index(move |index| index.record_access(&batch))
+                .await;
+        }
+    }
+
+    /// What `key` (`host/name:tag`) pointed to.
+    pub fn tag(&self, key: &str) -> Option<TagInfo> {
+        self.tags.get(key).map(|entry| entry.clone())
+    }
+
+    /// Records what a tag points to, now.
+    pub async fn put_tag(&self, key: &str, digest: &Digest, media_type: &str) {
+        let info = TagInfo {
+            digest: digest.clone(),
+            media_type: media_type.into(),
+            fetched_at: SystemTime::now(),
+        };
+        self.tags.insert(key.to_owned(), info);
+        let record = TagRecord {
+            key: key.to_owned(),
+            digest: digest.clone(),
+            media_type: media_type.to_owned(),
+            fetched_at: unix_now(),
+        };
+        self.write_index(move |index| index.put_tag(&record)).await;
+    }
+
+    /// Whether `key` (`host/name`) was found public, and when.
+    pub fn repo(&self, key: &str) -> Option<RepoInfo> {
+        self.repos.get(key).map(|entry| *entry)
+    }
+
+    /// Records a repository's visibility, now.
+    pub async fn put_repo(&self, key: &str, public: bool) {
+        self.repos.insert(
+            key.to_owned(),
+            RepoInfo {
+                public,
+                checked_at: SystemTime::now(),
+            },
+        );
+        let record = RepoRecord {
+            key: key.to_owned(),
+            public,
+            checked_at: unix_now(),
+        };
+        self.write_index(move |index| index.put_repo(&record)).await;
+    }
+
+    async fn write_index<F>(&self, write: F)
+    where
+        F: FnOnce(&Index) -> Result<(), IndexError> + Send + 'static,
+    {
+        let index = self.index.clone();
+        match tokio::task::spawn_blocking(move || write(&index)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "index write failed; the cache stays usable"),
+            Err(error) => warn!(%error, "index write task failed"),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn from_unix(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+/// Whether something recorded at `at` is younger than `ttl`.
+pub fn is_fresh(at: SystemTime, ttl: Duration) -> bool {
+    SystemTime::now()
+        .duration_since(at)
+        .map(|age| age < ttl)
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::digest::Algorithm;
+    use store::digest_of;
+
+    fn commit(store: &BlobStore, bytes: &[u8]) -> Digest {
+        let digest = digest_of(Algorithm::Sha256, bytes);
+        let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+        ingest.write(bytes).unwrap();
+        ingest.commit(store, &digest, None).unwrap();
+        digest
+    }
+
+    mod recovery {
+        use super::*;
+
+        #[tokio::test]
+        async fn a_crash_between_rename_and_index_write_keeps_the_blob() {
+            let dir = tempfile::tempdir().unwrap();
+            let digest = {
+                let (cache, _) = Cache::open(dir.path()).unwrap();
+                // Crash point: the file is committed, the index row never written.
+                commit(cache.store(), b"adopt me")
+            };
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert_eq!(recovery.files_adopted, 1);
+            assert_eq!(cache.blob(&digest).unwrap().size, 8);
+        }
+
+        #[tokio::test]
+        async fn a_crash_mid_download_leaves_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (cache, _) = Cache::open(dir.path()).unwrap();
+                let mut ingest = cache.store().create_ingest(Algorithm::Sha256).unwrap();
+                ingest.write(b"half a blo").unwrap();
+                // Crash point: the process dies with the ingest file open.
+                std::mem::forget(ingest);
+            }
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert_eq!(recovery.ingest_removed, 1);
+            assert!(cache.blobs.is_empty());
+            assert_eq!(
+                std::fs::read_dir(dir.path().join("ingest"))
+                    .unwrap()
+                    .count(),
+                0
+            );
+        }
+
+        #[tokio::test]
+        async fn rows_whose_file_vanished_are_dropped_with_their_tags() {
+            let dir = tempfile::tempdir().unwrap();
+            let digest = {
+                let (cache, _) = Cache::open(dir.path()).unwrap();
+                let digest = commit(cache.store(), b"{\"manifest\":1}");
+                cache
+                    .record_blob(
+                        &digest,
+                        14,
+                        Some("application/vnd.oci.image.manifest.v1+json"),
+                    )
+                    .await;
+                cache
+                    .put_tag(
+                        "r.example/app:1",
+                        &digest,
+                        "application/vnd.oci.image.manifest.v1+json",
+                    )
+                    .await;
+                cache.put_repo("r.example/app", true).await;
+                cache.note_hit(&digest);
+                cache.flush_hits().await;
+                digest
+            };
+            {
+                let (cache, recovery) = Cache::open(dir.path()).unwrap();
+                assert_eq!(
+                    recovery,
+                    Recovery::default(),
+                    "a clean reopen changes nothing"
+                );
+                assert_eq!(cache.tag("r.example/app:1").unwrap().digest, digest);
+                assert!(cache.repo("r.example/app").unwrap().public);
+                let path = cache.store().blob_path(&digest);
+                std::fs::remove_file(path).unwrap();
+            }
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert_eq!(recovery.rows_dropped, 1);
+            assert_eq!(recovery.tags_dropped, 1);
+            assert!(cache.blob(&digest).is_none());
+            assert!(cache.tag("r.example/app:1").is_none());
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Single flight for blob downloads: the first request for an uncached
+//! digest starts one upstream fetch; every request for it, the first one
+//! included, reads the growing ingest file as bytes arrive.
+//!
+//! The fetch runs in its own task, so a client that goes away does not
+//! stop it; followers keep streaming and the blob is still committed. A
+//! reader never sees the end of its body before the whole blob has been
+//! verified: the last byte of every response is held back until then, so a
+//! digest mismatch always reaches the client as an aborted body.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::watch;
+
+use crate::body::{Body, BoxError};
+use crate::registry::digest::Digest;
+
+/// How much a reader moves per read: large reads keep syscalls and TLS
+/// records few on the hot path.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// Where one download stands.
+#[derive(Debug, Clone)]
+pub enum FlightState {
+    /// Asking upstream; no bytes yet.
+    Starting,
+    /// Bytes are arriving in the ingest file at `path`.
+    Streaming {
+        /// The ingest file.
+        path: Arc<PathBuf>,
+        /// The announced length, if upstream sent one.
+        total: Option<u64>,
+        /// The media type upstream gave.
+        media_type: Arc<str>,
+        /// Bytes written so far.
+        written: u64,
+    },
+    /// Every byte arrived and matched the digest; readers may finish.
+    Verified {
+        /// The verified length.
+        size: u64,
+    },
+    /// The download failed; readers must abort.
+    Failed {
+        /// Whether any byte was streamed (if not, a reader may still pass
+        /// its own request through to upstream).
+        streamed: bool,
+        /// Why, for logs.
+        reason: Arc<str>,
+    },
+}
+
+/// One download shared by every request for its digest.
+#[derive(Debug)]
+pub struct Flight {
+    state: watch::Sender<FlightState>,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            state: watch::Sender::new(FlightState::Starting),
+        }
+    }
+
+    /// Watches the download's progress.
+    pub fn subscribe(&self) -> watch::Receiver<FlightState> {
+        self.state.subscribe()
+    }
+
+    /// Moves to a new state.
+    pub fn set(&self, state: FlightState) {
+        self.state.send_replace(state);
+    }
+
+    /// Records that more bytes were written.
+    pub fn advance(&self, written_now: u64) {
+        self.state.send_modify(|state| {
+            if let FlightState::Streaming { written, .. } = state {
+                *written = written_now;
+            }
+        });
+    }
+
+    /// Marks the download failed unless it already finished.
+    pub fn fail(&self, reason: &str) {
+        self.state.send_modify(|state| {
+            let streamed = !matches!(state, FlightState::Starting);
+            if !matches!(state, FlightState::Verified { .. }) {
+                *state = FlightState::Failed {
+                    streamed,
+                    reason: reason.into(),
+                };
+            }
+        });
+    }
+}
+
+/// The downloads in progress, by digest.
+#[derive(Debug, Default)]
+pub struct Flights {
+    flights: DashMap<Digest, Arc<Flight>>,
+}
+
+/// Whether a request started a download or joined one.
+pub enum Joined {
+    /// This request must start the fetch.
+    Leader(Arc<Flight>),
+    /// A fetch was already running.
+    Follower(Arc<Flight>),
+}
+
+impl Flights {
+    /// Joins the download of `digest`, or registers a new one.
+    pub fn join(&self, digest: &Digest) -> Joined {
+        match self.flights.entry(digest.clone()) {
+            Entry::Occupied(entry) => Joined::Follower(entry.get().clone()),
+            Entry::Vacant(entry) => {
+                let flight = Arc::new(Flight::new());
+                entry.insert(flight.clone());
+                Joined::Leader(flight)
+            }
+        }
+    }
+
+    /// Forgets a finished download, so the next request looks in the
+    /// store (or starts afresh after a failure).
+    pub fn remove(&self, digest: &Digest) {
+        self.flights.remove(digest);
+    }
+
+    /// Downloads in progress.
+    pub fn len(&self) -> usize {
+        self.flights.len()
+    }
+
+    /// Whether nothing is downloading.
+    pub fn is_empty(&self) -> bool {
+        self.flights.is_empty()
+    }
+}
+
+/// Errors a streaming reader ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The download failed; the body must not look complete.
+    #[error("upstream download failed: {0}")]
+    Failed(Arc<str>),
+    /// Reading the file failed.
+    #[error("reading the cached file failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a reader knows about the bytes it may send.
+enum Source {
+    /// A committed file: everything up to the end is final.
+    Complete,
+    /// A download in progress.
+    Growing(watch::Receiver<FlightState>),
+}
+
+struct Reader {
+    file: Arc<File>,
+    source: Source,
+    position: u64,
+    end: u64,
+}
+
+/// A body of bytes `[start, end)` of a committed file.
+pub fn file_body(file: File, start: u64, end: u64) -> Body {
+    reader_body(Reader {
+        file: Arc::new(file),
+        source: Source::Complete,
+        position: start,
+        end,
+    })
+}
+
+/// A body of bytes `[start, end)` of a download in progress, read from its
+/// ingest file as they arrive. `file` must be the ingest file, opened while
+/// the flight was streaming.
+pub fn growing_body(
+    file: File,
+    progress: watch::Receiver<FlightState>,
+    start: u64,
+    end: u64,
+) -> Body {
+    reader_body(Reader {
+        file: Arc::new(file),
+        source: Source::Growing(progress),
+        position: start,
+        end,
+    })
+}
+
+fn reader_body(reader: Reader) -> Body {
+    let chunks = stream::unfold(reader, |mut reader| async move {
+        if reader.position >= reader.end {
+            return None;
+        }
+        match next_chunk(&mut reader).await {
+            Ok(bytes) => {
+                reader.position += bytes.len() as u64;
+                Some((Ok(Frame::data(bytes)), reader))
+            }
+            Err(error) => {
+                // Ending the stream after an error aborts the response.
+                reader.end = reader.position;
+                Some((Err(BoxError::from(error)), reader))
+            }
+        }
+    });
+    StreamBody::new(chunks).boxed()
+}
+
+/// Waits until bytes past `position` may be sent, then reads up to
+/// [`READ_CHUNK`] of them.
+async fn next_chunk(reader: &mut Reader) -> Result<Bytes, ReadError> {
+    let limit = loop {
+        match &mut reader.source {
+            Source::Complete => break reader.end,
+            Source::Growing(progress) => {
+                let state = progress.borrow_and_update().clone();
+                let allowed = match state {
+                    FlightState::Verified { .. } => reader.end,
+                    // Hold back the last byte until the digest is verified.
+                    FlightState::Streaming { written, .. } => written.min(reader.end - 1),
+                    FlightState::Failed { reason, .. } => return Err(ReadError::Failed(reason)),
+                    FlightState::Starting => reader.position,
+                };
+                if allowed > reader.position {
+                    break allowed;
+                }
+                if progress.changed().await.is_err() {
+                    return Err(ReadError::Failed("the download stopped".into()));
+                }
+            }
+        }
+    };
+    let want = (limit - reader.position).min(READ_CHUNK as u64) as usize;
+    let file = reader.file.clone();
+    let offset = reader.position;
+    let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+        let mut buffer = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            let n = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buffer.truncate(filled);
+        Ok(Bytes::from(buffer))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    if bytes.is_empty() {
+        return Err(ReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the cached file is shorter than recorded",
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    async fn collect(body: Body) -> Result<Vec<u8>, BoxError> {
+        Ok(body.collect().await?.to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_committed_file_is_served_by_range() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(b"0123456789").unwrap();
+        let body = file_body(tmp.reopen().unwrap(), 2, 7);
+        assert_eq!(collect(body).await.unwrap(), b"23456");
+    }
+
+    #[tokio::test]
+    async fn readers_follow_the_download_and_finish_only_when_verified() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let flights = Flights::default();
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let Joined::Leader(flight) = flights.join(&digest) else {
+            panic!("the first request leads");
+        };
+        assert!(matches!(flights.join(&digest), Joined::Follower(_)));
+
+        flight.set(FlightState::Streaming {
+            path: Arc::new(tmp.path().to_owned()),
+            total: Some(6),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+        });
+        let reader = tokio::spawn(collect(growing_body(
+            tmp.reopen().unwrap(),
+            flight.subscribe(),
+            0,
+            6,
+        )));
+        tmp.write_all(b"abc").unwrap();
+        flight.advance(3);
+        tmp.write_all(b"def").unwrap();
+        flight.advance(6);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !reader.is_finished(),
+            "the last byte waits for verification"
+        );
+        flight.set(FlightState::Verified { size: 6 });
+        assert_eq!(reader.await.unwrap().unwrap(), b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_failed_download_aborts_every_reader() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let flight = Flight::new();
+        flight.set(FlightState::Streaming {
+            path: Arc::new(tmp.path().to_owned()),
+            total: Some(4),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+        });
+        let reader = tokio::spawn(collect(growing_body(
+            tmp.reopen().unwrap(),
+            flight.subscribe(),
+            0,
+            4,
+        )));
+        tmp.write_all(b"wxyz").unwrap();
+        flight.advance(4);
+        flight.fail("digest mismatch");
+        let error = reader.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("digest mismatch"), "{error}");
+    }
+}
