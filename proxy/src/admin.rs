@@ -1,12 +1,12 @@
 //! The proxy port's own pages, for origin-form requests: the CA certificate
-//! nodes install, and a health check.
+//! nodes install, a health check, and metrics.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::State;
 
-/// Answers `GET`/`HEAD /ca.crt` and `/healthz`; everything else is 404.
+/// Answers `GET`/`HEAD /ca.crt`, `/healthz` and `/metrics`; everything else is 404.
 pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Body> {
     let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
     let (status, content_type, text) = match (is_read, req.uri().path()) {
@@ -20,10 +20,15 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Body> {
             "text/plain; charset=utf-8",
             "ok\n".to_owned(),
         ),
+        (true, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "pullcache: not found (try /ca.crt or /healthz)\n".to_owned(),
+            "pullcache: not found (try /ca.crt, /healthz or /metrics)\n".to_owned(),
         ),
     };
     let length = text.len();

@@ -84,7 +84,13 @@ pub enum ProxyError {
         /// The timeout that fired.
         after: Duration,
     },
-    /// The upstream exchange failed after connecting.
+    /// The upstream answered with something we cannot use.
+    #[error("bad upstream response: {0}")]
+    BadGateway(String),
+    /// Our own failure (a task that panicked, an impossible state).
+    #[error("internal error: {0}")]
+    Local(String),
+    /// The upstream exchange failed.
     #[error("upstream {host} failed: {source}")]
     Upstream {
         /// The upstream host.
@@ -108,7 +114,19 @@ impl ProxyError {
             | ProxyError::BadRequest(_) => Side::Client,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::BadGateway(_)
             | ProxyError::Upstream { .. } => Side::Upstream,
+            ProxyError::Local(_) => Side::Local,
+        }
+    }
+
+    /// Whether the upstream could not be reached or did not answer in
+    /// time: the cases where cached content is served instead.
+    pub fn is_upstream_unreachable(&self) -> bool {
+        match self {
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTimeout { .. } => true,
+            ProxyError::Upstream { source, .. } => source.is_connect(),
+            _ => false,
         }
     }
 
@@ -119,10 +137,11 @@ impl ProxyError {
             ProxyError::Refused(_) => StatusCode::FORBIDDEN,
             ProxyError::NotConnect { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::UpstreamConnect { .. } | ProxyError::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -136,7 +155,9 @@ impl ProxyError {
             ProxyError::Refused(_) => "http_request_denied",
             ProxyError::UpstreamConnect { .. } => "destination_unavailable",
             ProxyError::UpstreamTimeout { .. } => "connection_timeout",
-            ProxyError::Upstream { .. } => "proxy_internal_response",
+            ProxyError::Upstream { source, .. } if source.is_connect() => "destination_unavailable",
+            ProxyError::Local(_) => "proxy_internal_error",
+            ProxyError::Upstream { .. } | ProxyError::BadGateway(_) => "proxy_internal_response",
         }
     }
 }

@@ -72,7 +72,7 @@ where
 
 /// Refuses a request whose authority (h2 `:authority`, an absolute URI, or
 /// `Host`) names a different host or port than the tunnel's CONNECT.
-fn check_authority<B>(target: &ConnectTarget, req: &Request<B>) -> Result<(), ProxyError> {
+pub fn check_authority<B>(target: &ConnectTarget, req: &Request<B>) -> Result<(), ProxyError> {
     let requested = match req.uri().authority() {
         Some(authority) => Some(authority.as_str().to_owned()),
         None => req

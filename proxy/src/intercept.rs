@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::body::Body;
 use crate::connect::{ConnectTarget, TargetHost};
 use crate::error::{error_response, Side};
-use crate::{forward, State};
+use crate::{registry, State};
 
 /// Why an intercepted tunnel was closed before serving anything.
 #[derive(Debug, thiserror::Error)]
@@ -133,24 +133,27 @@ fn leaf_host(
 }
 
 /// Serves one decrypted request; every failure becomes a response here so
-/// hyper never sees an error.
+/// hyper never sees an error. Each request is logged once.
 async fn handle(
-    state: &State,
+    state: &Arc<State>,
     target: &ConnectTarget,
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    match forward::forward(state, target, req).await {
-        Ok(response) => {
-            debug!(
-                client.addr = %client,
-                http.method = %method,
-                http.path = %path,
-                http.status = response.status().as_u16(),
-                "forwarded"
-            );
+    match registry::serve::handle(state, target, req).await {
+        Ok((response, outcome)) => {
+            let status = response.status().as_u16();
+            match outcome {
+                Some(outcome) => {
+                    state.metrics.outcome(&outcome);
+                    info!(client.addr = %client, http.method = %method, http.path = %path, http.status = status, cache.outcome = %outcome, "served");
+                }
+                None => {
+                    debug!(client.addr = %client, http.method = %method, http.path = %path, http.status = status, "forwarded")
+                }
+            }
             response
         }
         Err(error) => {
@@ -162,7 +165,11 @@ async fn handle(
                     info!(client.addr = %client, http.method = %method, http.path = %path, %error, "request refused")
                 }
             }
-            error_response(&error)
+            if path.starts_with("/v2/") {
+                registry::errors::error_response(&error)
+            } else {
+                error_response(&error)
+            }
         }
     }
 }

@@ -15,8 +15,11 @@ pub mod cache;
 pub mod connect;
 pub mod data_dir;
 pub mod error;
+pub mod fill;
 pub mod forward;
 pub mod intercept;
+pub mod keyed_lock;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod resolve;
@@ -35,6 +38,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cache::Cache;
+use crate::keyed_lock::KeyedLocks;
+use crate::metrics::Metrics;
+use crate::registry::access::Access;
+use crate::registry::fetch::Fetcher;
 use crate::resolve::Resolver;
 use crate::tls::TlsSettings;
 use crate::upstream::UpstreamClient;
@@ -53,6 +61,16 @@ pub struct State {
     pub resolver: Arc<Resolver>,
     /// The HTTPS client for upstream requests.
     pub upstream: UpstreamClient,
+    /// pullcache's own registry requests (fills, probes, revalidations).
+    pub fetcher: Fetcher,
+    /// Which repositories may be served from the cache.
+    pub access: Access,
+    /// The blob and manifest cache.
+    pub cache: Arc<Cache>,
+    /// One manifest fetch at a time per tag or digest.
+    pub manifest_locks: KeyedLocks,
+    /// Counters served at `/metrics`.
+    pub metrics: Metrics,
     /// Every task that serves a client, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Cancelled when the proxy should stop taking new work.
@@ -79,6 +97,9 @@ pub enum StartError {
     /// TLS settings could not be created.
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    /// The cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -154,6 +175,12 @@ impl Server {
             config.upstream.connect_timeout,
         ));
         let upstream = UpstreamClient::new(resolver.clone(), &config.upstream.ca_files)?;
+        let fetcher = Fetcher::new(upstream.clone(), config.cache.upstream_stall);
+        let access = Access::new(fetcher.clone(), config.cache.visibility_ttl);
+        let data_dir = config.data_dir.clone();
+        let (cache, _recovery) = tokio::task::spawn_blocking(move || Cache::open(&data_dir))
+            .await
+            .expect("opening the cache does not panic")?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -168,6 +195,11 @@ impl Server {
             tls: TlsSettings::new()?,
             resolver,
             upstream,
+            fetcher,
+            access,
+            cache: Arc::new(cache),
+            manifest_locks: KeyedLocks::default(),
+            metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             shutdown,
         });
@@ -181,7 +213,11 @@ impl Server {
 
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run(self) {
+        let flusher = tokio::spawn(flush_hits_periodically(self.state.clone()));
+        let state = self.state.clone();
         server::accept_loop(self.state, self.listener).await;
+        flusher.abort();
+        state.cache.flush_hits().await;
     }
 }
 
@@ -191,4 +227,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     info!(listen.addr = %server.local_addr().map_err(|source| StartError::Bind { addr: server.state.config.listen, source })?, "listening");
     server.run().await;
     Ok(())
+}
+
+/// How often hit counts and access times are written to the index.
+const HIT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn flush_hits_periodically(state: Arc<State>) {
+    let mut ticks = tokio::time::interval(HIT_FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        state.cache.flush_hits().await;
+    }
 }

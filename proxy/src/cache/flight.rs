@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,10 +32,11 @@ pub const READ_CHUNK: usize = 256 * 1024;
 pub enum FlightState {
     /// Asking upstream; no bytes yet.
     Starting,
-    /// Bytes are arriving in the ingest file at `path`.
+    /// Bytes are arriving in the ingest file.
     Streaming {
-        /// The ingest file.
-        path: Arc<PathBuf>,
+        /// The ingest file, opened for reading. Readers share this handle,
+        /// so the rename at commit time cannot pull the file from under them.
+        file: Arc<File>,
         /// The announced length, if upstream sent one.
         total: Option<u64>,
         /// The media type upstream gave.
@@ -189,13 +189,13 @@ pub fn file_body(file: File, start: u64, end: u64) -> Body {
 /// ingest file as they arrive. `file` must be the ingest file, opened while
 /// the flight was streaming.
 pub fn growing_body(
-    file: File,
+    file: Arc<File>,
     progress: watch::Receiver<FlightState>,
     start: u64,
     end: u64,
 ) -> Body {
     reader_body(Reader {
-        file: Arc::new(file),
+        file,
         source: Source::Growing(progress),
         position: start,
         end,
@@ -208,7 +208,8 @@ fn reader_body(reader: Reader) -> Body {
             return None;
         }
         match next_chunk(&mut reader).await {
-            Ok(bytes) => {
+            Ok(None) => None,
+            Ok(Some(bytes)) => {
                 reader.position += bytes.len() as u64;
                 Some((Ok(Frame::data(bytes)), reader))
             }
@@ -223,17 +224,26 @@ fn reader_body(reader: Reader) -> Body {
 }
 
 /// Waits until bytes past `position` may be sent, then reads up to
-/// [`READ_CHUNK`] of them.
-async fn next_chunk(reader: &mut Reader) -> Result<Bytes, ReadError> {
+/// [`READ_CHUNK`] of them. `None` when the body turned out to be complete.
+async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
     let limit = loop {
         match &mut reader.source {
             Source::Complete => break reader.end,
             Source::Growing(progress) => {
                 let state = progress.borrow_and_update().clone();
                 let allowed = match state {
-                    FlightState::Verified { .. } => reader.end,
+                    FlightState::Verified { size } => {
+                        reader.end = reader.end.min(size);
+                        if reader.position >= reader.end {
+                            return Ok(None);
+                        }
+                        reader.end
+                    }
                     // Hold back the last byte until the digest is verified.
-                    FlightState::Streaming { written, .. } => written.min(reader.end - 1),
+                    FlightState::Streaming { written, total, .. } => {
+                        let end = total.map_or(reader.end, |t| reader.end.min(t));
+                        written.min(end.saturating_sub(1))
+                    }
                     FlightState::Failed { reason, .. } => return Err(ReadError::Failed(reason)),
                     FlightState::Starting => reader.position,
                 };
@@ -270,7 +280,7 @@ async fn next_chunk(reader: &mut Reader) -> Result<Bytes, ReadError> {
             "the cached file is shorter than recorded",
         )));
     }
-    Ok(bytes)
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -301,13 +311,13 @@ mod tests {
         assert!(matches!(flights.join(&digest), Joined::Follower(_)));
 
         flight.set(FlightState::Streaming {
-            path: Arc::new(tmp.path().to_owned()),
+            file: Arc::new(tmp.reopen().unwrap()),
             total: Some(6),
             media_type: "application/octet-stream".into(),
             written: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
-            tmp.reopen().unwrap(),
+            Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             0,
             6,
@@ -330,13 +340,13 @@ mod tests {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
         flight.set(FlightState::Streaming {
-            path: Arc::new(tmp.path().to_owned()),
+            file: Arc::new(tmp.reopen().unwrap()),
             total: Some(4),
             media_type: "application/octet-stream".into(),
             written: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
-            tmp.reopen().unwrap(),
+            Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             0,
             4,

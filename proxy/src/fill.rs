@@ -1,0 +1,234 @@
+//! Filling the cache from upstream: the detached task behind a blob's
+//! single flight, and committing small verified bodies such as manifests.
+//!
+//! A blob fill streams the upstream body into an ingest file on a blocking
+//! writer thread (writing and hashing are CPU and disk work, kept off the
+//! async executor) while readers follow the file. Only when every byte is
+//! in and the digest matches do readers get their last byte; the file is
+//! then synced and renamed into `blobs/`.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+
+use crate::cache::flight::{Flight, FlightState};
+use crate::cache::store::{CommitError, Committed, IngestFile};
+use crate::registry::digest::Digest;
+use crate::registry::media::OCTET_STREAM;
+use crate::registry::route::RepoName;
+use crate::State;
+
+/// Chunks in flight between the network task and the writer thread: enough
+/// to keep both busy, few enough that memory stays flat with blob size.
+const WRITE_QUEUE: usize = 16;
+
+/// Why a fill did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// Upstream answered something other than 200.
+    #[error("upstream answered {0}")]
+    Status(StatusCode),
+    /// The upstream request or body failed.
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// Upstream went quiet for longer than `cache.upstream_stall`.
+    #[error("upstream sent nothing for {0:?}")]
+    Stalled(std::time::Duration),
+    /// Upstream sent more than it announced.
+    #[error("upstream sent more than the {0} bytes it announced")]
+    TooLong(u64),
+    /// The bytes were wrong.
+    #[error(transparent)]
+    Verify(#[from] CommitError),
+    /// The ingest file could not be written.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+/// Fetches `digest` from `uri` into the cache, publishing progress on
+/// `flight`. Runs detached; always leaves the flight finished (verified or
+/// failed) and removed from the in-progress map.
+pub async fn fill_blob(
+    state: Arc<State>,
+    flight: Arc<Flight>,
+    digest: Digest,
+    uri: Uri,
+    headers: HeaderMap,
+    repo: (String, RepoName),
+) {
+    let span = tracing::info_span!("fill", oci.digest = %digest);
+    async {
+        match run_fill(&state, &flight, &digest, uri, headers, &repo).await {
+            Ok(size) => info!(bytes = size, "blob verified and cached"),
+            Err(error) => {
+                if matches!(error, FillError::Verify(CommitError::DigestMismatch { .. })) {
+                    state.metrics.digest_mismatch();
+                }
+                warn!(%error, "blob fetch failed; nothing was cached");
+                flight.fail(&error.to_string());
+            }
+        }
+        state.cache.flights.remove(&digest);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_fill(
+    state: &Arc<State>,
+    flight: &Arc<Flight>,
+    digest: &Digest,
+    uri: Uri,
+    headers: HeaderMap,
+    (registry, name): &(String, RepoName),
+) -> Result<u64, FillError> {
+    // Committed by another flight between this request's miss and now.
+    if let Some(info) = state.cache.blob(digest) {
+        flight.set(FlightState::Verified { size: info.size });
+        return Ok(info.size);
+    }
+    let fetcher = &state.fetcher;
+    let had_token = headers.contains_key(header::AUTHORIZATION);
+    let mut response = fetcher
+        .send_following(Method::GET, uri.clone(), headers.clone())
+        .await
+        .map_err(|e| FillError::Upstream(e.to_string()))?;
+    if response.status() == StatusCode::UNAUTHORIZED && had_token {
+        state.access.forget_token(registry, name);
+        let mut headers = headers;
+        match state.access.authorization(registry, name).await {
+            Some(value) => headers.insert(header::AUTHORIZATION, value),
+            None => headers.remove(header::AUTHORIZATION),
+        };
+        response = fetcher
+            .send_following(Method::GET, uri, headers)
+            .await
+            .map_err(|e| FillError::Upstream(e.to_string()))?;
+    }
+    if response.status() != StatusCode::OK {
+        return Err(FillError::Status(response.status()));
+    }
+    let total = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let media_type: Arc<str> = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(OCTET_STREAM)
+        .into();
+
+    let store = state.cache.store().clone();
+    let algorithm = digest.algorithm();
+    let (mut ingest, reader) =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(IngestFile, File)> {
+            let ingest = store.create_ingest(algorithm)?;
+            let reader = File::open(ingest.path())?;
+            Ok((ingest, reader))
+        })
+        .await
+        .map_err(|e| FillError::Upstream(e.to_string()))??;
+    flight.set(FlightState::Streaming {
+        file: Arc::new(reader),
+        total,
+        media_type: media_type.clone(),
+        written: 0,
+    });
+
+    let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer_flight = flight.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<IngestFile> {
+        while let Some(chunk) = queue.blocking_recv() {
+            ingest.write(&chunk)?;
+            writer_flight.advance(ingest.written());
+        }
+        Ok(ingest)
+    });
+
+    let stall = fetcher.stall();
+    let mut body = response.into_body();
+    let mut received: u64 = 0;
+    let pumped: Result<(), FillError> = async {
+        loop {
+            let frame = match tokio::time::timeout(stall, body.frame()).await {
+                Err(_) => return Err(FillError::Stalled(stall)),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(error))) => return Err(FillError::Upstream(error.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            received += data.len() as u64;
+            if let Some(total) = total.filter(|&t| received > t) {
+                return Err(FillError::TooLong(total));
+            }
+            if chunks.send(data).await.is_err() {
+                // The writer stopped; its error is reported below.
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(chunks);
+    let ingest = writer
+        .await
+        .map_err(|e| FillError::Upstream(e.to_string()))??;
+    pumped?;
+
+    let expected = digest.clone();
+    let verified = tokio::task::spawn_blocking(move || ingest.verify(&expected, total))
+        .await
+        .map_err(|e| FillError::Upstream(e.to_string()))??;
+    let size = verified.size();
+    // Clients may finish now; making the file durable can take a while.
+    flight.set(FlightState::Verified { size });
+
+    let store = state.cache.store().clone();
+    match tokio::task::spawn_blocking(move || verified.persist(&store)).await {
+        Ok(Ok(_)) => {
+            state
+                .cache
+                .record_blob(digest, size, Some(&media_type))
+                .await
+        }
+        Ok(Err(error)) => warn!(%error, "blob served but not cached: storage error"),
+        Err(error) => warn!(%error, "blob served but not cached"),
+    }
+    Ok(size)
+}
+
+/// Verifies and commits a small body already in memory (a manifest), and
+/// records it. A storage failure is logged; the caller serves the bytes
+/// either way.
+pub async fn commit_bytes(state: &Arc<State>, digest: &Digest, bytes: &Bytes, media_type: &str) {
+    if state.cache.blob(digest).is_some() {
+        return;
+    }
+    let store = state.cache.store().clone();
+    let (expected, payload) = (digest.clone(), bytes.clone());
+    let committed = tokio::task::spawn_blocking(move || -> Result<Committed, CommitError> {
+        let mut ingest = store.create_ingest(expected.algorithm())?;
+        ingest.write(&payload)?;
+        ingest.commit(&store, &expected, Some(payload.len() as u64))
+    })
+    .await;
+    match committed {
+        Ok(Ok(_)) => {
+            state
+                .cache
+                .record_blob(digest, bytes.len() as u64, Some(media_type))
+                .await
+        }
+        Ok(Err(error)) => warn!(oci.digest = %digest, %error, "manifest served but not cached"),
+        Err(error) => warn!(oci.digest = %digest, %error, "manifest served but not cached"),
+    }
+}
