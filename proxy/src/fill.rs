@@ -11,17 +11,19 @@ use std::fs::File;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use http::{Method, StatusCode, Uri};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
 use crate::cache::flight::{Flight, FlightState};
 use crate::cache::store::{CommitError, Committed, IngestFile};
+use crate::registry::access::https_uri;
 use crate::registry::digest::Digest;
 use crate::registry::media::OCTET_STREAM;
 use crate::registry::route::RepoName;
+use crate::registry::serve::USER_AGENT;
 use crate::State;
 
 /// Chunks in flight between the network task and the writer thread: enough
@@ -58,13 +60,17 @@ pub async fn fill_blob(
     state: Arc<State>,
     flight: Arc<Flight>,
     digest: Digest,
-    uri: Uri,
-    headers: HeaderMap,
+    path: String,
     repo: (String, RepoName),
 ) {
     let span = tracing::info_span!("fill", oci.digest = %digest);
+    let _finish = FinishFlight {
+        state: state.clone(),
+        flight: flight.clone(),
+        digest: digest.clone(),
+    };
     async {
-        match run_fill(&state, &flight, &digest, uri, headers, &repo).await {
+        match run_fill(&state, &flight, &digest, &path, &repo).await {
             Ok(size) => info!(bytes = size, "blob verified and cached"),
             Err(error) => {
                 if matches!(error, FillError::Verify(CommitError::DigestMismatch { .. })) {
@@ -74,24 +80,44 @@ pub async fn fill_blob(
                 flight.fail(&error.to_string());
             }
         }
-        state.cache.flights.remove(&digest);
     }
     .instrument(span)
     .await
+}
+
+/// Ends a flight however its task ends (finished, failed, panicked or
+/// cancelled at shutdown), so no reader waits on it forever and the next
+/// request can start afresh.
+struct FinishFlight {
+    state: Arc<State>,
+    flight: Arc<Flight>,
+    digest: Digest,
+}
+
+impl Drop for FinishFlight {
+    fn drop(&mut self) {
+        self.flight.fail("the fetch was abandoned");
+        self.state.cache.flights.remove(&self.digest);
+    }
 }
 
 async fn run_fill(
     state: &Arc<State>,
     flight: &Arc<Flight>,
     digest: &Digest,
-    uri: Uri,
-    headers: HeaderMap,
+    path: &str,
     (registry, name): &(String, RepoName),
 ) -> Result<u64, FillError> {
     // Committed by another flight between this request's miss and now.
     if let Some(info) = state.cache.blob(digest) {
         flight.set(FlightState::Verified { size: info.size });
         return Ok(info.size);
+    }
+    let uri = https_uri(registry, path).map_err(|e| FillError::Upstream(e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    if let Some(authorization) = state.access.authorization(registry, name).await {
+        headers.insert(header::AUTHORIZATION, authorization);
     }
     let fetcher = &state.fetcher;
     let had_token = headers.contains_key(header::AUTHORIZATION);

@@ -185,7 +185,8 @@ impl Cacheable<'_> {
     }
 }
 
-const USER_AGENT: &str = concat!("pullcache/", env!("CARGO_PKG_VERSION"));
+/// How pullcache introduces itself on its own upstream requests.
+pub const USER_AGENT: &str = concat!("pullcache/", env!("CARGO_PKG_VERSION"));
 
 async fn pass(
     state: &Arc<State>,
@@ -357,18 +358,15 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
     let joined = state.cache.flights.join(&digest);
     let (flight, outcome) = match joined {
         Joined::Leader(flight) => {
-            let uri = https_uri(&request.registry, request.req.uri().path())?;
-            let headers = request.upstream_headers(false).await;
+            // Spawned before this function awaits anything: if this client
+            // goes away now, the flight still finishes for its followers.
             let task = fill::fill_blob(
                 state.clone(),
                 flight.clone(),
                 digest.clone(),
-                uri,
-                headers,
+                request.req.uri().path().to_owned(),
                 (request.registry.clone(), request.name.clone()),
             );
-            // Detached from this request: the fetch completes for the
-            // others even if this client goes away.
             state.tasks.spawn(task);
             (flight, CacheOutcome::Miss)
         }
@@ -492,10 +490,7 @@ async fn manifest_by_tag(request: Cacheable<'_>, tag: String) -> Answer {
     });
     let Some(cached) = cached else {
         if request.is_head() {
-            let Cacheable {
-                state, target, req, ..
-            } = request;
-            return pass(state, target, req, NoCacheReason::HeadMiss).await;
+            return head_tag_upstream(request, &key).await;
         }
         let _guard = state.manifest_locks.lock(&key).await;
         // A request ahead of us may have just fetched this tag.
@@ -589,6 +584,34 @@ async fn manifest_by_tag(request: Cacheable<'_>, tag: String) -> Answer {
         }
         Err(error) => Err(error),
     }
+}
+
+/// A `HEAD` by tag that the cache cannot answer goes upstream as a `HEAD`.
+/// What it says is remembered (tag → digest), because clients such as
+/// containerd resolve a tag with `HEAD` and then fetch by digest: once that
+/// manifest is cached, the tag can be answered offline too.
+async fn head_tag_upstream(request: Cacheable<'_>, key: &str) -> Answer {
+    let response = request.fetch(Method::HEAD, true).await?;
+    let status = response.status();
+    let (mut parts, _) = response.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    if status == StatusCode::OK {
+        let digest = parts
+            .headers
+            .get(DOCKER_CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        let media_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+        if let (Some(digest), Some(media_type)) = (digest, media_type) {
+            request.state.cache.put_tag(key, &digest, &media_type).await;
+        }
+    }
+    let outcome = CacheOutcome::Bypass(NoCacheReason::HeadMiss);
+    Ok((Response::from_parts(parts, body::empty()), Some(outcome)))
 }
 
 fn is_upstream_trouble(status: StatusCode) -> bool {
