@@ -135,6 +135,11 @@ struct Cacheable<'a> {
 }
 
 impl Cacheable<'_> {
+    /// Passes the client's own request through, uncached.
+    async fn pass(self, reason: NoCacheReason) -> Answer {
+        pass(self.state, self.target, self.req, reason).await
+    }
+
     fn is_head(&self) -> bool {
         self.req.method() == Method::HEAD
     }
@@ -244,10 +249,7 @@ async fn blob(request: Cacheable<'_>, digest: Digest) -> Answer {
         }
     }
     if request.is_head() {
-        let Cacheable {
-            state, target, req, ..
-        } = request;
-        return pass(state, target, req, NoCacheReason::HeadMiss).await;
+        return request.pass(NoCacheReason::HeadMiss).await;
     }
     join_blob_fill(request, digest).await
 }
@@ -446,10 +448,7 @@ async fn manifest_by_digest(request: Cacheable<'_>, digest: Digest) -> Answer {
     if let Some(info) = state.cache.blob(&digest) {
         if let Some(media_type) = info.media_type.clone() {
             if !accepts(request.accept(), &media_type) {
-                let Cacheable {
-                    state, target, req, ..
-                } = request;
-                return pass(state, target, req, NoCacheReason::NotAcceptable).await;
+                return request.pass(NoCacheReason::NotAcceptable).await;
             }
             if let Some(response) =
                 serve_manifest_hit(state, &digest, &media_type, &request.req).await?
@@ -459,10 +458,7 @@ async fn manifest_by_digest(request: Cacheable<'_>, digest: Digest) -> Answer {
         }
     }
     if request.is_head() {
-        let Cacheable {
-            state, target, req, ..
-        } = request;
-        return pass(state, target, req, NoCacheReason::HeadMiss).await;
+        return request.pass(NoCacheReason::HeadMiss).await;
     }
     let lock_key = digest.to_string();
     let _guard = state.manifest_locks.lock(&lock_key).await;
@@ -573,10 +569,7 @@ async fn manifest_by_tag(request: Cacheable<'_>, tag: String) -> Answer {
             // 401, 403, 404…: upstream says something we must not paper
             // over; let the client hear it with its own request.
             let status = response.status().as_u16();
-            let Cacheable {
-                state, target, req, ..
-            } = request;
-            pass(state, target, req, NoCacheReason::UpstreamStatus(status)).await
+            request.pass(NoCacheReason::UpstreamStatus(status)).await
         }
         Err(error) if error.is_upstream_unreachable() => {
             warn!(registry.host = %request.registry, oci.tag = %key, %error, "upstream unreachable; serving a tag stale");
