@@ -17,3 +17,7 @@ mod intercept;
 mod tunnel;
 // SIGTERM: stop accepting, drain within the grace, exit 0.
 mod shutdown;
+// Pulls through the cache from a real registry (docker-registry + skopeo).
+mod registry_cache;
+// The cache against a fault-injecting fake registry: bad bytes, resets, 429, redirects.
+mod cache_faults;

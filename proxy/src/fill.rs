@@ -28,7 +28,10 @@ use crate::State;
 
 /// Chunks in flight between the network task and the writer thread: enough
 /// to keep both busy, few enough that memory stays flat with blob size.
-const WRITE_QUEUE: usize = 16;
+const WRITE_QUEUE: usize = 32;
+
+/// The most bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 512 * 1024;
 
 /// Why a fill did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +113,8 @@ async fn run_fill(
 ) -> Result<u64, FillError> {
     // Committed by another flight between this request's miss and now.
     if let Some(info) = state.cache.blob(digest) {
-        flight.set(FlightState::Verified { size: info.size });
+        // Readers find it in the cache when they see the flight end.
+        flight.fail("already cached");
         return Ok(info.size);
     }
     let uri = https_uri(registry, path).map_err(|e| FillError::Upstream(e.to_string()))?;
@@ -162,8 +166,9 @@ async fn run_fill(
         })
         .await
         .map_err(|e| FillError::Upstream(e.to_string()))??;
+    let reader = Arc::new(reader);
     flight.set(FlightState::Streaming {
-        file: Arc::new(reader),
+        file: reader.clone(),
         total,
         media_type: media_type.clone(),
         written: 0,
@@ -172,8 +177,20 @@ async fn run_fill(
     let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer_flight = flight.clone();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<IngestFile> {
+        // Upstream frames are often 16 KiB; gathering what is already queued
+        // into one write keeps syscalls and reader wake-ups few without
+        // delaying bytes that are ready.
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(chunk) = queue.blocking_recv() {
-            ingest.write(&chunk)?;
+            batch.extend_from_slice(&chunk);
+            while batch.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            ingest.write(&batch)?;
+            batch.clear();
             writer_flight.advance(ingest.written());
         }
         Ok(ingest)
@@ -216,7 +233,11 @@ async fn run_fill(
         .map_err(|e| FillError::Upstream(e.to_string()))??;
     let size = verified.size();
     // Clients may finish now; making the file durable can take a while.
-    flight.set(FlightState::Verified { size });
+    flight.set(FlightState::Verified {
+        size,
+        file: reader,
+        media_type: media_type.clone(),
+    });
 
     let store = state.cache.store().clone();
     match tokio::task::spawn_blocking(move || verified.persist(&store)).await {

@@ -24,6 +24,13 @@ use crate::body::Body;
 use crate::error::ProxyError;
 use crate::resolve::Resolver;
 
+/// h2 receive window per stream.
+const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// h2 receive window per connection (several blobs at once).
+const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+/// The largest h2 frame we accept.
+const H2_MAX_FRAME: u32 = 1024 * 1024;
+
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -70,6 +77,12 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Blobs are large: windows and frames sized for bulk transfer
+            // keep an h2 upstream from stalling on flow control or
+            // cutting the stream into 16 KiB pieces.
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .http2_max_frame_size(H2_MAX_FRAME)
             .build(https);
         Ok(UpstreamClient { client })
     }

@@ -6,8 +6,12 @@
 
 pub(crate) mod bin;
 pub(crate) mod client;
+pub(crate) mod fake_registry;
 pub(crate) mod fixture;
+pub(crate) mod image;
 pub(crate) mod proxy;
+pub(crate) mod registry;
+pub(crate) mod skopeo;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 

@@ -48,6 +48,11 @@ pub enum FlightState {
     Verified {
         /// The verified length.
         size: u64,
+        /// The file, still readable through this handle after the rename
+        /// into `blobs/`, for requests that join this late.
+        file: Arc<File>,
+        /// The media type upstream gave.
+        media_type: Arc<str>,
     },
     /// The download failed; readers must abort.
     Failed {
@@ -232,7 +237,7 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
             Source::Growing(progress) => {
                 let state = progress.borrow_and_update().clone();
                 let allowed = match state {
-                    FlightState::Verified { size } => {
+                    FlightState::Verified { size, .. } => {
                         reader.end = reader.end.min(size);
                         if reader.position >= reader.end {
                             return Ok(None);
@@ -331,7 +336,11 @@ mod tests {
             !reader.is_finished(),
             "the last byte waits for verification"
         );
-        flight.set(FlightState::Verified { size: 6 });
+        flight.set(FlightState::Verified {
+            size: 6,
+            file: Arc::new(tmp.reopen().unwrap()),
+            media_type: "application/octet-stream".into(),
+        });
         assert_eq!(reader.await.unwrap().unwrap(), b"abcdef");
     }
 

@@ -33,6 +33,9 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Tokens are renewed this long before they expire.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
 
+/// The manifest types a probe asks for, so that any manifest answers 200.
+const PROBE_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
 /// Whether a repository's content may be served from the cache to anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
@@ -149,9 +152,12 @@ impl Access {
     /// `Err` means the registry could not answer (down, 5xx, 429).
     async fn probe(&self, registry: &str, name: &RepoName, path: &str) -> Result<bool, ProxyError> {
         let uri = https_uri(registry, path)?;
+        let mut headers = HeaderMap::new();
+        // Without an Accept, some registries answer 404 for OCI manifests.
+        headers.insert(header::ACCEPT, HeaderValue::from_static(PROBE_ACCEPT));
         let response = self
             .fetcher
-            .send(Method::HEAD, uri.clone(), HeaderMap::new())
+            .send_following(Method::HEAD, uri.clone(), headers.clone())
             .await?;
         match classify(response.status()) {
             Probe::Readable => return Ok(true),
@@ -177,9 +183,11 @@ impl Access {
             Err(TokenError::Refused) => return Ok(false),
             Err(TokenError::Unavailable(error)) => return Err(error),
         };
-        let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, token.authorization.clone());
-        let response = self.fetcher.send(Method::HEAD, uri, headers).await?;
+        let response = self
+            .fetcher
+            .send_following(Method::HEAD, uri, headers)
+            .await?;
         match classify(response.status()) {
             Probe::Readable => {
                 self.tokens.insert(format!("{registry}/{name}"), token);

@@ -115,6 +115,7 @@ pub async fn handle(state: &Arc<State>, target: &ConnectTarget, req: Request<Inc
         target,
         registry,
         name: route.name,
+        accept: joined_accept(req.headers()),
         req,
     };
     match route.kind {
@@ -124,6 +125,16 @@ pub async fn handle(state: &Arc<State>, target: &ConnectTarget, req: Request<Inc
     }
 }
 
+/// All `Accept` header lines as one comma-separated list, if any.
+fn joined_accept(headers: &HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
 /// A blob or manifest request for a public repository.
 struct Cacheable<'a> {
     state: &'a Arc<State>,
@@ -131,6 +142,9 @@ struct Cacheable<'a> {
     /// The upstream authority (`host` or `host:port`), part of tag keys.
     registry: String,
     name: RepoName,
+    /// Every `Accept` line of the request, joined: Go clients send one line
+    /// per media type.
+    accept: Option<String>,
     req: Request<Incoming>,
 }
 
@@ -145,18 +159,15 @@ impl Cacheable<'_> {
     }
 
     fn accept(&self) -> Option<&str> {
-        self.req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
+        self.accept.as_deref()
     }
 
     /// Headers for pullcache's own request to upstream for this repository.
     async fn upstream_headers(&self, accept: bool) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if accept {
-            if let Some(value) = self.req.headers().get(header::ACCEPT) {
-                headers.insert(header::ACCEPT, value.clone());
+            for value in self.req.headers().get_all(header::ACCEPT) {
+                headers.append(header::ACCEPT, value.clone());
             }
         }
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -383,13 +394,22 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
             streamed: false,
             reason: "the fetch ended".into(),
         });
-    match state_now {
+    let streaming = match state_now.clone() {
         FlightState::Streaming {
             file,
             total,
             media_type,
             ..
-        } => {
+        } => Some((file, total, media_type)),
+        FlightState::Verified {
+            file,
+            size,
+            media_type,
+        } => Some((file, Some(size), media_type)),
+        FlightState::Failed { .. } | FlightState::Starting => None,
+    };
+    match streaming {
+        Some((file, total, media_type)) => {
             let (status_range, start, end) = match total {
                 Some(size) => {
                     let range = range_of(&request.req, size);
@@ -415,9 +435,9 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
             }
             Ok((response, Some(outcome)))
         }
-        FlightState::Verified { .. } | FlightState::Failed { .. } | FlightState::Starting => {
-            // Finished before we looked, or failed before any byte: the
-            // cache may have it now; otherwise go upstream ourselves.
+        None => {
+            // Failed before any byte, or found already cached: the cache
+            // may have it now; otherwise go upstream ourselves.
             if let Some(info) = state.cache.blob(&digest) {
                 if let Some(response) = serve_blob_hit(state, &digest, &info, &request.req).await? {
                     return Ok((response, Some(CacheOutcome::Hit)));
