@@ -1,6 +1,7 @@
 //! The cache against an upstream that misbehaves: bytes that do not match
 //! their digest, a connection reset mid-blob, `429` while a tag is being
-//! revalidated, and a blob redirected to a CDN host. Driven with curl through
+//! revalidated, a blob redirected to a CDN host, and a client that gives up
+//! on a download others share. Driven with curl through
 //! the proxy, against the in-process [`FakeRegistry`].
 
 use std::sync::atomic::Ordering;
@@ -297,4 +298,55 @@ fn redirected_blob_is_followed_by_the_proxy_and_then_cached() {
         "a cached blob must not touch the upstream; it saw:\n{}",
         fake.summary()
     );
+}
+
+/// The client that started a download goes away part-way: the single
+/// upstream fetch goes on, the client that joined it gets every byte, and
+/// the blob is committed.
+#[test]
+fn a_leader_that_goes_away_does_not_stop_the_fetch() {
+    let ca = TestCa::new();
+    let fake = FakeRegistry::start(&ca);
+    let repo = "test/leader";
+    // 16 chunks of 64 KiB, one every 60 ms: about a second upstream.
+    let bytes = random_bytes(21, 1024 * KIB);
+    let digest = fake.add_blob(repo, bytes.clone());
+    fake.set_fault(repo, &digest, BlobFault::Trickle(60));
+    let proxy = start(&ca, &fake, "5m");
+    let url = blob_url(repo, &digest);
+
+    let leader = {
+        let (proxy_url, ca_path, url) = (proxy.url(), proxy.ca_cert_path(), url.clone());
+        thread::spawn(move || {
+            let ca_path = ca_path.display().to_string();
+            let args = [
+                "-x",
+                proxy_url.as_str(),
+                "--cacert",
+                ca_path.as_str(),
+                "--max-time",
+                "0.4",
+            ];
+            curl_bytes(&args, &url)
+        })
+    };
+    thread::sleep(Duration::from_millis(150));
+    let follower = proxied_curl(&proxy, &[], &url);
+    let leader = leader.join().expect("leader thread");
+
+    assert_ne!(
+        leader.curl.code(),
+        0,
+        "the leader gave up: {}",
+        leader.describe()
+    );
+    assert!(clean_200(&follower), "{}", follower.describe());
+    assert!(follower.body == bytes, "the follower got other bytes");
+    assert_committed(&proxy, &digest, &bytes);
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    assert_eq!(fake.count("GET", &path), 1, "{}", fake.summary());
+
+    let hit = proxied_curl(&proxy, &[], &url);
+    assert!(clean_200(&hit) && hit.body == bytes, "{}", hit.describe());
+    assert_eq!(fake.count("GET", &path), 1, "a hit costs upstream nothing");
 }

@@ -45,6 +45,10 @@ pub(crate) enum BlobFault {
     /// 200 with the full Content-Length, then the connection (or h2 stream)
     /// is reset after this many body bytes.
     ResetAfter(usize),
+    /// Served correctly, but each 64 KiB chunk only after this many
+    /// milliseconds, so a download takes long enough for clients to join
+    /// it or give up on it.
+    Trickle(u64),
     /// `307` to `https://cdn.test/cdn/<hex>?X-Amz-Signature=e2e`, where the
     /// right bytes are served (and a request carrying `Authorization` gets
     /// 400, like a presigned S3 URL).
@@ -341,6 +345,14 @@ fn serve_blob(blob: &BlobEntry, head: bool) -> Reply {
             }
             resp
         }
+        BlobFault::Trickle(millis) => {
+            let mut resp = reply(200, OCTETS, Some(&blob.digest), blob.bytes.clone(), head);
+            if !head {
+                *resp.body_mut() =
+                    FaultBody::trickling(blob.bytes.clone(), Duration::from_millis(millis));
+            }
+            resp
+        }
         BlobFault::RedirectToCdn => Response::builder()
             .status(307)
             .header(
@@ -416,6 +428,9 @@ pub(crate) struct FaultBody {
     fail: bool,
     /// A pause before the error, so the bytes before it reach the client.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A pause before every chunk, for slow transfers.
+    gap: Option<Duration>,
+    next_chunk: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl FaultBody {
@@ -424,6 +439,8 @@ impl FaultBody {
             chunks: VecDeque::new(),
             fail: false,
             pause: None,
+            gap: None,
+            next_chunk: None,
         }
     }
 
@@ -440,6 +457,15 @@ impl FaultBody {
             chunks,
             fail: false,
             pause: None,
+            gap: None,
+            next_chunk: None,
+        }
+    }
+
+    fn trickling(bytes: Bytes, gap: Duration) -> FaultBody {
+        FaultBody {
+            gap: Some(gap),
+            ..FaultBody::full(bytes)
         }
     }
 
@@ -459,6 +485,15 @@ impl hyper::body::Body for FaultBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let (Some(gap), false) = (self.gap, self.chunks.is_empty()) {
+            let wait = self
+                .next_chunk
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.next_chunk = None;
+        }
         if let Some(chunk) = self.chunks.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
