@@ -13,6 +13,7 @@ use crate::support::image::{random_bytes, OCI_MANIFEST};
 use crate::support::registry::{
     blob_url, cached_blob_path, curl_bytes, manifest_url, proxied_curl, wait_dir_empty, BinaryFetch,
 };
+use crate::support::reliability::record;
 use crate::support::{TestCa, TestProxy};
 
 const KIB: usize = 1024;
@@ -162,6 +163,11 @@ fn wrong_bytes_are_never_committed_and_are_fetched_again() {
     let hit = proxied_curl(&proxy, &[], &url);
     assert!(clean_200(&hit) && hit.body == bytes, "{}", hit.describe());
     assert_eq!(fake.count("GET", &path), 2, "{}", fake.summary());
+    record(
+        "Upstream sends bytes that do not match the digest",
+        2,
+        "client transfer aborted; nothing committed; the next request fetched again",
+    );
 }
 
 #[test]
@@ -201,6 +207,11 @@ fn reset_mid_blob_commits_nothing() {
     );
     assert_eq!(fake.count("GET", &path), 2, "{}", fake.summary());
     assert_committed(&proxy, &digest, &bytes);
+    record(
+        "Upstream resets the connection mid-blob",
+        1,
+        "client transfer aborted; nothing committed",
+    );
 }
 
 #[test]
@@ -248,6 +259,11 @@ fn tag_revalidation_answered_429_serves_the_cached_manifest() {
         fake.count("HEAD", &tag_path) > heads_before,
         "an expired tag must be revalidated with a HEAD upstream; upstream saw:\n{}",
         fake.summary()
+    );
+    record(
+        "Upstream answers 429 while a tag is revalidated (fake registry)",
+        1,
+        "cached manifest served stale",
     );
 }
 
@@ -297,6 +313,11 @@ fn redirected_blob_is_followed_by_the_proxy_and_then_cached() {
         before,
         "a cached blob must not touch the upstream; it saw:\n{}",
         fake.summary()
+    );
+    record(
+        "Blob redirected (307) to a CDN host that refuses Authorization",
+        1,
+        "followed by pullcache without Authorization; client saw 200; cached",
     );
 }
 
@@ -349,4 +370,9 @@ fn a_leader_that_goes_away_does_not_stop_the_fetch() {
     let hit = proxied_curl(&proxy, &[], &url);
     assert!(clean_200(&hit) && hit.body == bytes, "{}", hit.describe());
     assert_eq!(fake.count("GET", &path), 1, "a hit costs upstream nothing");
+    record(
+        "The client that started a shared download disconnects",
+        1,
+        "fetch completed for the other client and was committed; one upstream GET",
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::reliability::record;
 use crate::support::{fetch, raw_request, Fixture, ProxyConfig, TestProxy};
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
@@ -33,6 +34,7 @@ fn connect_to_a_port_not_allowed_is_forbidden() {
     assert_ne!(got.curl.code(), 0, "{got:#?}");
     assert_eq!(fx.registry.request_count(), 0);
     assert_refusal_logged(&proxy);
+    record("CONNECT to a port not allowed", 1, "refused 403");
 }
 
 #[test]
@@ -48,6 +50,7 @@ fn connect_without_a_port_is_a_bad_request() {
     assert!(reply.starts_with("HTTP/1.1 400"), "got {reply:?}");
     assert_eq!(fx.registry.request_count(), 0);
     assert_refusal_logged(&proxy);
+    record("Malformed CONNECT (no port)", 1, "refused 400");
 }
 
 #[test]
@@ -60,6 +63,11 @@ fn connect_with_an_unterminated_ipv6_literal_is_a_bad_request() {
 
     assert!(reply.starts_with("HTTP/1.1 400"), "got {reply:?}");
     assert_refusal_logged(&proxy);
+    record(
+        "Malformed CONNECT (unterminated IPv6 literal)",
+        1,
+        "refused 400",
+    );
 }
 
 #[test]
@@ -83,6 +91,7 @@ fn client_outside_the_allowed_networks_is_forbidden() {
     assert_eq!(fx.tunnelled.request_count(), 0);
     assert_eq!(fx.registry.request_count(), 0);
     assert_refusal_logged(&proxy);
+    record("Client outside access.clients", 1, "refused 403");
 }
 
 #[test]

@@ -36,4 +36,24 @@ if ((${#missing[@]} > 0)); then
 fi
 
 cargo build --workspace --bins
-cargo test --workspace "$@"
+
+# Fault and hostile-input tests record what they tried; a full run checks
+# the README's reliability table against those records.
+records=$(mktemp)
+output=$(mktemp)
+trap 'rm -f "$records" "$output"' EXIT
+export PULLCACHE_RELIABILITY_LOG=$records
+cargo test --workspace "$@" 2>&1 | tee "$output"
+
+if (($# == 0)); then
+    if [[ "${PULLCACHE_UPDATE_README:-}" == 1 ]]; then
+        tests/reliability-table.sh "$records" --update
+    else
+        tests/reliability-table.sh "$records"
+    fi
+fi
+
+# One closing line for the whole run: cargo prints a result per test binary,
+# the last of which (doc tests) is often empty.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$output"

@@ -21,3 +21,14 @@ mod shutdown;
 mod registry_cache;
 // The cache against a fault-injecting fake registry: bad bytes, resets, 429, redirects.
 mod cache_faults;
+// kill -9 during concurrent fills, and `pullcache cache verify`.
+mod crash;
+// Start-up with a damaged data directory: a lost or garbage index, bad CA files.
+mod startup_faults;
+// Hostile clients: limits (431, 413, 429, 503), slow and idle connections,
+// proxy authentication, denied destinations, old TLS and foreign SNI.
+mod hardening;
+// A disk that fills up mid-download: the pull completes uncached.
+mod disk_full;
+// Upstreams that stall, answer 5xx/429 or vanish.
+mod upstream_faults;

@@ -32,12 +32,8 @@ pub(crate) fn generate(count: usize, size: usize, base_seed: u64) -> Vec<Blob> {
 }
 
 fn one(size: usize, seed: u64) -> Blob {
-    let mut state = seed;
     let mut buf = vec![0u8; size];
-    for chunk in buf.chunks_mut(8) {
-        let word = splitmix64(&mut state).to_le_bytes();
-        chunk.copy_from_slice(&word[..chunk.len()]);
-    }
+    SeededBytes::new(seed).fill(&mut buf);
     let hex = to_hex(&Sha256::digest(&buf));
     Blob {
         bytes: Bytes::from(buf),
@@ -45,9 +41,33 @@ fn one(size: usize, seed: u64) -> Blob {
     }
 }
 
+/// The byte stream of one seed: splitmix64 words, little-endian. A blob of
+/// `n` bytes is the first `n` bytes of its seed's stream, so it can also be
+/// produced piece by piece (the soak test's upstream streams blobs it never
+/// holds whole) as long as every piece but the last is a multiple of 8 bytes.
+pub(crate) struct SeededBytes {
+    state: u64,
+}
+
+impl SeededBytes {
+    pub(crate) fn new(seed: u64) -> SeededBytes {
+        SeededBytes { state: seed }
+    }
+
+    /// Fills `buf` with the next `buf.len()` bytes of the stream. A length
+    /// that is not a multiple of 8 drops the rest of the last word, so only
+    /// the final piece may have one.
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = splitmix64(&mut self.state).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
 /// Sebastiano Vigna's splitmix64: one add and a few multiply-xorshifts per
 /// 8 bytes. Not cryptographic; it only has to be fast and incompressible.
-fn splitmix64(state: &mut u64) -> u64 {
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

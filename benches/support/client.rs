@@ -23,7 +23,7 @@ pub(crate) const HTTP_VERSION_LABEL: &str = "HTTP/1.1";
 
 /// Proxy variables curl would otherwise honour; removed so that only an
 /// explicit `-x` decides where a request goes.
-const PROXY_ENV: &[&str] = &[
+pub(crate) const PROXY_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "HTTP_PROXY",

@@ -110,13 +110,8 @@ impl Pullcache {
         upstream_ca: &Path,
         upstream: SocketAddr,
     ) -> anyhow::Result<Pullcache> {
-        let data_dir = dir.join("data");
-        let config_path = dir.join("pullcache.toml");
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\n\
-             data_dir = {data}\n\
-             \n\
-             [intercept]\n\
+        let sections = format!(
+            "[intercept]\n\
              hosts = [{host}]\n\
              \n\
              [upstream]\n\
@@ -124,10 +119,25 @@ impl Pullcache {
              \n\
              [upstream.resolve]\n\
              {host} = {addr}\n",
-            data = toml_str(&data_dir.display().to_string()),
             host = toml_str(REGISTRY_HOST),
             ca = toml_str(&upstream_ca.display().to_string()),
             addr = toml_str(&upstream.to_string()),
+        );
+        Pullcache::start_with(bin, dir, &sections)
+    }
+
+    /// Starts `bin serve` with its data in `dir/data` and a config of
+    /// `listen = "127.0.0.1:0"`, that `data_dir` and then `sections` (the
+    /// caller's tables), and waits until it logs the address it listens on.
+    pub(crate) fn start_with(bin: &Path, dir: &Path, sections: &str) -> anyhow::Result<Pullcache> {
+        let data_dir = dir.join("data");
+        let config_path = dir.join("pullcache.toml");
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\n\
+             data_dir = {data}\n\
+             \n\
+             {sections}",
+            data = toml_str(&data_dir.display().to_string()),
         );
         std::fs::write(&config_path, config)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
@@ -241,7 +251,7 @@ fn parse_listen_addr(line: &str) -> Option<SocketAddr> {
 }
 
 /// A TOML basic string.
-fn toml_str(text: &str) -> String {
+pub(crate) fn toml_str(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -101,7 +101,7 @@ impl Upstream {
     /// Starts serving `blobs`, writing the CA certificate to
     /// `dir/upstream-ca.crt`.
     pub(crate) fn start(dir: &Path, blobs: &[Blob]) -> anyhow::Result<Upstream> {
-        let (ca_pem, tls) = tls_config()?;
+        let (ca_pem, tls) = tls_config(&[REGISTRY_HOST])?;
         let ca_path = dir.join("upstream-ca.crt");
         std::fs::write(&ca_path, ca_pem)
             .with_context(|| format!("cannot write {}", ca_path.display()))?;
@@ -186,8 +186,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A throwaway CA (returned as PEM) and a rustls server config presenting a
-/// leaf for [`REGISTRY_HOST`] signed by it, offering h2 and http/1.1.
-fn tls_config() -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
+/// leaf for `names` (the first is also its common name) signed by it,
+/// offering h2 and http/1.1.
+pub(crate) fn tls_config(names: &[&str]) -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = DistinguishedName::new();
@@ -206,11 +207,12 @@ fn tls_config() -> anyhow::Result<(String, Arc<rustls::ServerConfig>)> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf_params = CertificateParams::new(vec![REGISTRY_HOST.to_owned()])?;
+    let mut leaf_params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
     leaf_params.distinguished_name = DistinguishedName::new();
     leaf_params
         .distinguished_name
-        .push(DnType::CommonName, REGISTRY_HOST);
+        .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

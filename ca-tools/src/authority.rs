@@ -210,6 +210,9 @@ impl CertificateAuthority {
     /// file I/O (and may wait up to a second for a concurrent creator); from
     /// async code, call it through `tokio::task::spawn_blocking`.
     pub fn load_or_create(dir: &Path, constraints: &Constraints) -> Result<(Self, bool), CaError> {
+        // Serialise creators (threads or processes) on a lock file, so none
+        // of them can see the half-written state of another's save.
+        let _lock = lock_dir(dir)?;
         if let Some(ca) = Self::load_existing(dir)? {
             ca.warn_if_constraints_differ(dir, constraints);
             return Ok((ca, false));
@@ -502,4 +505,32 @@ fn warn_if_key_exposed(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+/// Takes an exclusive lock on `dir/.lock` (creating `dir` with mode 0700
+/// if needed); released when the returned file is dropped.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, CaError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CaError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    file.lock().map_err(io("lock", &path))?;
+    Ok(file)
 }

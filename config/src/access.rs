@@ -5,7 +5,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::defaults::{DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_TUNNEL};
+use std::path::PathBuf;
+
+use crate::defaults::{
+    DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_DENY_DESTINATIONS, DEFAULT_TUNNEL,
+};
 use crate::error::Problems;
 use crate::raw::RawAccess;
 
@@ -18,6 +22,32 @@ pub struct AccessConfig {
     pub connect_ports: Vec<u16>,
     /// Whether hosts that are not intercepted may be tunnelled at all.
     pub tunnel: bool,
+    /// Addresses CONNECT may never reach, whatever name resolves there
+    /// (link-local, cloud metadata, loopback). `[upstream.resolve]`
+    /// overrides are the operator's own choice and are exempt.
+    pub deny_destinations: Vec<IpNet>,
+    /// Users allowed to use the proxy (`Proxy-Authorization: Basic`), read
+    /// from `access.users_file`; `None` means no proxy authentication.
+    pub users: Option<Users>,
+}
+
+/// Users and their bcrypt password hashes, as in an `htpasswd -B` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Users {
+    /// The file they were read from.
+    pub path: PathBuf,
+    /// `(user, bcrypt hash)` pairs, in file order.
+    pub entries: Vec<(String, String)>,
+}
+
+impl Users {
+    /// The bcrypt hash for `user`, if listed.
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == user)
+            .map(|(_, hash)| hash.as_str())
+    }
 }
 
 impl AccessConfig {
@@ -30,6 +60,12 @@ impl AccessConfig {
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.clients.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether CONNECT may reach `ip` (checked on every resolved address).
+    pub fn destination_allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        !self.deny_destinations.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether CONNECT may reach `port`.
@@ -73,12 +109,91 @@ impl AccessConfig {
                 })
                 .collect(),
         };
+        let deny_destinations = match raw.deny_destinations {
+            None => defaults.deny_destinations,
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let net = parse_client_net(text);
+                    if net.is_none() {
+                        problems.push(
+                            format!("access.deny_destinations[{i}]"),
+                            format!("{text:?} is not a CIDR or IP address"),
+                        );
+                    }
+                    net
+                })
+                .collect(),
+        };
+        let users = raw
+            .users_file
+            .and_then(|path| match read_users(&PathBuf::from(&path)) {
+                Ok(users) => Some(users),
+                Err(message) => {
+                    problems.push("access.users_file", message);
+                    None
+                }
+            });
         AccessConfig {
             clients,
             connect_ports,
             tunnel: raw.tunnel.unwrap_or(defaults.tunnel),
+            deny_destinations,
+            users,
         }
     }
+}
+
+/// Reads an `htpasswd -B` style file: `user:$2y$…` per line; blank lines
+/// and `#` comments are skipped. Only bcrypt hashes are accepted, because
+/// the older htpasswd schemes (crypt, MD5, SHA-1) are too weak to keep.
+fn read_users(path: &PathBuf) -> Result<Users, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {:?}: {e}", path.display().to_string()))?;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let where_ = format!("{}, line {}", path.display(), number + 1);
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{where_}: expected user:hash"))?;
+        if user.is_empty() || user.contains(char::is_whitespace) {
+            return Err(format!("{where_}: the user name is empty or has spaces"));
+        }
+        if !is_bcrypt(hash) {
+            return Err(format!(
+                "{where_}: the hash for {user:?} is not bcrypt (create it with `htpasswd -B`)"
+            ));
+        }
+        if entries.iter().any(|(name, _)| name == user) {
+            return Err(format!("{where_}: user {user:?} is listed twice"));
+        }
+        entries.push((user.to_owned(), hash.to_owned()));
+    }
+    if entries.is_empty() {
+        return Err(format!("{:?} lists no users", path.display().to_string()));
+    }
+    Ok(Users {
+        path: path.clone(),
+        entries,
+    })
+}
+
+/// `$2a$`, `$2b$` or `$2y$`, a two-digit cost, `$`, then 53 characters.
+fn is_bcrypt(hash: &str) -> bool {
+    let bytes = hash.as_bytes();
+    hash.len() == 60
+        && (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
+        && bytes[4].is_ascii_digit()
+        && bytes[5].is_ascii_digit()
+        && bytes[6] == b'$'
+        && bytes[7..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/')
 }
 
 impl Default for AccessConfig {
@@ -90,6 +205,13 @@ impl Default for AccessConfig {
                 .collect(),
             connect_ports: DEFAULT_CONNECT_PORTS.to_vec(),
             tunnel: DEFAULT_TUNNEL,
+            deny_destinations: DEFAULT_DENY_DESTINATIONS
+                .iter()
+                .map(|text| {
+                    parse_client_net(text).expect("DEFAULT_DENY_DESTINATIONS are valid CIDRs")
+                })
+                .collect(),
+            users: None,
         }
     }
 }
@@ -106,6 +228,68 @@ fn parse_client_net(text: &str) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod users {
+        use super::*;
+        use std::io::Write;
+
+        const HASH: &str = "$2y$05$abcdefghijklmnopqrstuuXJ6y1YrZKmP1lMv/bG2nBhZ0q7Eb9e6";
+
+        fn file(text: &str) -> tempfile::NamedTempFile {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f
+        }
+
+        #[test]
+        fn reads_bcrypt_lines() {
+            let f = file(&format!("# users\nalice:{HASH}\n\nbob:{HASH}\n"));
+            let users = read_users(&f.path().to_path_buf()).unwrap();
+            assert_eq!(users.entries.len(), 2);
+            assert_eq!(users.hash_of("bob"), Some(HASH));
+            assert_eq!(users.hash_of("carol"), None);
+        }
+
+        #[test]
+        fn refuses_weak_or_malformed_lines() {
+            for (text, fragment) in [
+                ("alice:$apr1$x$y\n", "not bcrypt"),
+                ("alice:{SHA}abc=\n", "not bcrypt"),
+                ("no colon here\n", "expected user:hash"),
+                (&format!(":{HASH}\n") as &str, "user name is empty"),
+                (&format!("a:{HASH}\na:{HASH}\n"), "listed twice"),
+                ("# only a comment\n", "lists no users"),
+            ] {
+                let f = file(text);
+                let error = read_users(&f.path().to_path_buf()).unwrap_err();
+                assert!(error.contains(fragment), "{text:?}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_and_link_local_destinations_are_denied_by_default() {
+        let access = AccessConfig::default();
+        for denied in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "::ffff:169.254.1.1",
+        ] {
+            assert!(
+                !access.destination_allowed(denied.parse().unwrap()),
+                "{denied}"
+            );
+        }
+        for allowed in ["10.0.0.5", "93.184.216.34", "2001:db8::1"] {
+            assert!(
+                access.destination_allowed(allowed.parse().unwrap()),
+                "{allowed}"
+            );
+        }
+    }
 
     fn access(clients: &[&str]) -> AccessConfig {
         let raw = RawAccess {
@@ -246,6 +430,7 @@ mod tests {
                 clients: Some(vec![]),
                 connect_ports: Some(vec![443, 5000]),
                 tunnel: Some(false),
+                ..RawAccess::default()
             };
             let mut problems = Problems::default();
             let a = AccessConfig::from_raw(raw, &mut problems);

@@ -84,3 +84,33 @@ pub const DEFAULT_VISIBILITY_TTL: Duration = Duration::from_secs(60 * 60);
 /// `cache.upstream_stall`: the longest an upstream may go without sending a
 /// byte of a response before the fetch is abandoned.
 pub const DEFAULT_UPSTREAM_STALL: Duration = Duration::from_secs(60);
+
+/// `access.deny_destinations`: where CONNECT may never go, whatever a name
+/// resolves to: this host (loopback), link-local addresses (where cloud
+/// metadata services live, 169.254.169.254 among them), the EC2 IPv6
+/// metadata address, and "this network".
+pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &[
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "::1/128",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+];
+
+/// `timeouts.keepalive_idle`: a client connection with no bytes either way
+/// for this long is closed.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(90);
+
+/// `limits.max_connections`: client connections open at once, in total.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+
+/// `limits.max_connections_per_client`: client connections open at once
+/// from one address (a whole cluster behind NAT may share one).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 1024;
+
+/// `limits.max_header_bytes`: the request line and headers together.
+pub const DEFAULT_MAX_HEADER_BYTES: u32 = 64 * 1024;
+
+/// `limits.max_headers`: header fields in one request.
+pub const DEFAULT_MAX_HEADERS: u32 = 100;

@@ -16,6 +16,7 @@ pub mod defaults;
 mod error;
 mod host;
 mod intercept;
+mod limits;
 mod pattern;
 mod raw;
 mod timeouts;
@@ -25,14 +26,15 @@ mod values;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use access::AccessConfig;
+pub use access::{AccessConfig, Users};
 pub use cache::CacheConfig;
 pub use defaults::DEFAULT_INTERCEPT_HOSTS;
 pub use error::{ConfigError, Problem};
 pub use host::{normalize_host, NameError};
 pub use intercept::InterceptConfig;
+pub use limits::Limits;
 pub use pattern::{HostPattern, PatternError};
-pub use raw::{RawAccess, RawCache, RawConfig, RawIntercept, RawTimeouts, RawUpstream};
+pub use raw::{RawAccess, RawCache, RawConfig, RawIntercept, RawLimits, RawTimeouts, RawUpstream};
 pub use timeouts::Timeouts;
 pub use upstream::UpstreamConfig;
 
@@ -63,6 +65,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `[cache]`: freshness of cached answers and upstream patience.
     pub cache: CacheConfig,
+    /// `[limits]`: how much one client, or all of them, may ask.
+    pub limits: Limits,
 }
 
 /// Values from the command line or environment that beat the file.
@@ -84,6 +88,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             timeouts: Timeouts::default(),
             cache: CacheConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -149,6 +154,7 @@ impl Config {
         let upstream = UpstreamConfig::from_raw(raw.upstream, &mut problems);
         let timeouts = Timeouts::from_raw(raw.timeouts, &mut problems);
         let cache = CacheConfig::from_raw(raw.cache, &mut problems);
+        let limits = Limits::from_raw(raw.limits, &mut problems);
 
         problems.finish(Config {
             listen,
@@ -158,6 +164,7 @@ impl Config {
             upstream,
             timeouts,
             cache,
+            limits,
         })
     }
 }
@@ -288,6 +295,7 @@ shutdown_grace = "1m 30s"
                     ],
                     connect_ports: vec![443, 5000],
                     tunnel: false,
+                    ..AccessConfig::default()
                 },
                 intercept: InterceptConfig {
                     hosts: vec![
@@ -313,8 +321,10 @@ shutdown_grace = "1m 30s"
                     header_read: Duration::from_secs(5),
                     tunnel_idle: Duration::from_secs(120),
                     shutdown_grace: Duration::from_secs(90),
+                    ..Timeouts::default()
                 },
                 cache: CacheConfig::default(),
+                limits: Limits::default(),
             };
             assert_eq!(c, expected);
             assert!(!c.intercept.intercepts("quay.io"));

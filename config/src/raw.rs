@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// `[cache]`
     #[serde(default)]
     pub cache: RawCache,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// The `[access]` section.
@@ -45,6 +48,11 @@ pub struct RawAccess {
     pub connect_ports: Option<Vec<i64>>,
     /// `tunnel`: whether non-intercepted hosts may be tunnelled.
     pub tunnel: Option<bool>,
+    /// `deny_destinations`: CIDRs CONNECT may never reach.
+    pub deny_destinations: Option<Vec<String>>,
+    /// `users_file`: an htpasswd-style file of bcrypt hashes; enables proxy
+    /// authentication.
+    pub users_file: Option<String>,
 }
 
 /// The `[intercept]` section.
@@ -80,6 +88,8 @@ pub struct RawTimeouts {
     pub tunnel_idle: Option<String>,
     /// `shutdown_grace`
     pub shutdown_grace: Option<String>,
+    /// `keepalive_idle`
+    pub keepalive_idle: Option<String>,
 }
 
 #[cfg(test)]
@@ -126,4 +136,19 @@ pub struct RawCache {
     pub visibility_ttl: Option<String>,
     /// `upstream_stall`
     pub upstream_stall: Option<String>,
+}
+
+/// The `[limits]` section; wide integers so that out-of-range values reach
+/// validation and get a proper message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `max_connections`
+    pub max_connections: Option<i64>,
+    /// `max_connections_per_client`
+    pub max_connections_per_client: Option<i64>,
+    /// `max_header_bytes`
+    pub max_header_bytes: Option<i64>,
+    /// `max_headers`
+    pub max_headers: Option<i64>,
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::defaults::{
-    DEFAULT_HEADER_READ, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_HANDSHAKE, DEFAULT_TUNNEL_IDLE,
+    DEFAULT_HEADER_READ, DEFAULT_KEEPALIVE_IDLE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_HANDSHAKE,
+    DEFAULT_TUNNEL_IDLE,
 };
 use crate::error::Problems;
 use crate::raw::RawTimeouts;
@@ -21,6 +22,9 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
     /// On SIGTERM, how long in-flight transfers may finish.
     pub shutdown_grace: Duration,
+    /// A client connection (proxy port or intercepted) with no bytes
+    /// either way for this long is closed.
+    pub keepalive_idle: Duration,
 }
 
 impl Timeouts {
@@ -51,6 +55,12 @@ impl Timeouts {
                 raw.shutdown_grace.as_deref(),
                 d.shutdown_grace,
             ),
+            keepalive_idle: duration(
+                problems,
+                "timeouts.keepalive_idle",
+                raw.keepalive_idle.as_deref(),
+                d.keepalive_idle,
+            ),
         }
     }
 }
@@ -62,6 +72,7 @@ impl Default for Timeouts {
             header_read: DEFAULT_HEADER_READ,
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
         }
     }
 }
@@ -80,6 +91,7 @@ mod tests {
                 header_read: Some("0ms".into()),
                 tunnel_idle: Some("5 parsecs".into()),
                 shutdown_grace: None,
+                keepalive_idle: None,
             };
             let mut problems = Problems::default();
             let t = Timeouts::from_raw(raw, &mut problems);

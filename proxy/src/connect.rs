@@ -17,6 +17,7 @@ use tracing::{debug, info, Instrument};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::policy::{self, Decision};
+use crate::server::ConnectionSlot;
 use crate::{intercept, tunnel, State};
 
 /// The longest authority we accept: a 253-byte name, a colon and a port.
@@ -172,6 +173,7 @@ pub async fn handle_connect(
     state: Arc<State>,
     client: SocketAddr,
     req: Request<Incoming>,
+    slot: Arc<ConnectionSlot>,
 ) -> Result<Response<Body>, ProxyError> {
     let authority = req
         .uri()
@@ -197,6 +199,7 @@ pub async fn handle_connect(
             let idle = state.config.timeouts.tunnel_idle;
             state.tasks.spawn(
                 async move {
+                    let _slot = slot;
                     let upgraded = match hyper::upgrade::on(req).await {
                         Ok(upgraded) => upgraded,
                         Err(error) => return debug!(%error, "upgrade failed"),
@@ -210,6 +213,7 @@ pub async fn handle_connect(
             let task_state = state.clone();
             state.tasks.spawn(
                 async move {
+                    let _slot = slot;
                     let upgraded = match hyper::upgrade::on(req).await {
                         Ok(upgraded) => upgraded,
                         Err(error) => return debug!(%error, "upgrade failed"),

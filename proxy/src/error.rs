@@ -37,6 +37,13 @@ pub enum Refusal {
     /// The host is not intercepted and `access.tunnel` is false.
     #[error("host is not intercepted and tunnelling is disabled (access.tunnel = false)")]
     TunnelDisabled,
+    /// The destination address is in `access.deny_destinations`, or is
+    /// this proxy itself.
+    #[error("destination {0} is not allowed (access.deny_destinations, or this proxy itself)")]
+    DestinationDenied(std::net::IpAddr),
+    /// Proxy authentication failed or is missing.
+    #[error("{0}")]
+    Unauthenticated(#[from] crate::proxy_auth::AuthError),
 }
 
 /// Everything that can make the proxy answer with an error.
@@ -63,6 +70,13 @@ pub enum ProxyError {
         requested: String,
         /// The host the CONNECT named.
         connected: String,
+    },
+    /// A body where none makes sense (CONNECT, admin pages, blob and
+    /// manifest fetches).
+    #[error("{method} requests to this path take no body")]
+    UnexpectedBody {
+        /// The request method.
+        method: http::Method,
     },
     /// The request could not be turned into an upstream request.
     #[error("bad request: {0}")]
@@ -111,6 +125,7 @@ impl ProxyError {
             | ProxyError::Refused(_)
             | ProxyError::NotConnect { .. }
             | ProxyError::Misdirected { .. }
+            | ProxyError::UnexpectedBody { .. }
             | ProxyError::BadRequest(_) => Side::Client,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -134,7 +149,11 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadAuthority(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Refused(Refusal::Unauthenticated(_)) => {
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            }
             ProxyError::Refused(_) => StatusCode::FORBIDDEN,
+            ProxyError::UnexpectedBody { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NotConnect { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamConnect { .. }
@@ -151,7 +170,9 @@ impl ProxyError {
             ProxyError::BadAuthority(_)
             | ProxyError::BadRequest(_)
             | ProxyError::NotConnect { .. }
+            | ProxyError::UnexpectedBody { .. }
             | ProxyError::Misdirected { .. } => "http_request_error",
+            ProxyError::Refused(Refusal::DestinationDenied(_)) => "destination_ip_prohibited",
             ProxyError::Refused(_) => "http_request_denied",
             ProxyError::UpstreamConnect { .. } => "destination_unavailable",
             ProxyError::UpstreamTimeout { .. } => "connection_timeout",
@@ -175,6 +196,12 @@ pub fn error_response(error: &ProxyError) -> Response<Body> {
     );
     if let ProxyError::NotConnect { .. } = error {
         headers.insert(header::ALLOW, HeaderValue::from_static("CONNECT"));
+    }
+    if let ProxyError::Refused(Refusal::Unauthenticated(_)) = error {
+        headers.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pullcache\""),
+        );
     }
     let proxy_status = format!("pullcache; error={}", error.proxy_status_error());
     if let Ok(value) = HeaderValue::from_str(&proxy_status) {

@@ -75,6 +75,11 @@ pub async fn fill_blob(
     async {
         match run_fill(&state, &flight, &digest, &path, &repo).await {
             Ok(size) => info!(bytes = size, "blob verified and cached"),
+            Err(FillError::Storage(error)) => {
+                warn!(%error, "cannot store a blob; its readers continue from upstream, uncached");
+                state.metrics.storage_error();
+                flight.fail_storage(&error.to_string());
+            }
             Err(error) => {
                 if matches!(error, FillError::Verify(CommitError::DigestMismatch { .. })) {
                     state.metrics.digest_mismatch();

@@ -45,7 +45,7 @@ pub fn upstream_request<B>(
     req: Request<B>,
 ) -> Result<Request<Body>, ProxyError>
 where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
     check_authority(target, &req)?;

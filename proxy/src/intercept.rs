@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::server::{Acceptor, ClientHello};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::body::Body;
 use crate::connect::{ConnectTarget, TargetHost};
 use crate::error::{error_response, Side};
+use crate::idle::{Activity, Tracked};
 use crate::{registry, State};
 
 /// Why an intercepted tunnel was closed before serving anything.
@@ -59,9 +60,24 @@ where
         let target = target.clone();
         async move { Ok::<_, Infallible>(handle(&state, &target, client, req).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let limits = &state.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.timeouts.header_read)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
+    let idle = state.config.timeouts.keepalive_idle;
     tokio::select! {
         result = connection.as_mut() => log_connection_end(result),
         () = state.shutdown.cancelled() => {
@@ -69,8 +85,17 @@ where
             connection.as_mut().graceful_shutdown();
             log_connection_end(connection.await);
         }
+        () = activity.idle_for(idle) => {
+            debug!("closing an idle intercepted connection");
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
     }
 }
+
+/// Streams one h2 client may open at once: more than any registry client
+/// uses, few enough to bound the work one connection can start.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(error) = result {

@@ -17,10 +17,12 @@ pub mod data_dir;
 pub mod error;
 pub mod fill;
 pub mod forward;
+pub mod idle;
 pub mod intercept;
 pub mod keyed_lock;
 pub mod metrics;
 pub mod policy;
+pub mod proxy_auth;
 pub mod registry;
 pub mod resolve;
 pub mod server;
@@ -41,9 +43,10 @@ use tracing::{info, warn};
 use crate::cache::Cache;
 use crate::keyed_lock::KeyedLocks;
 use crate::metrics::Metrics;
+use crate::proxy_auth::ProxyAuth;
 use crate::registry::access::Access;
 use crate::registry::fetch::Fetcher;
-use crate::resolve::Resolver;
+use crate::resolve::{DestinationGuard, Resolver};
 use crate::tls::TlsSettings;
 use crate::upstream::UpstreamClient;
 
@@ -71,6 +74,10 @@ pub struct State {
     pub manifest_locks: KeyedLocks,
     /// Counters served at `/metrics`.
     pub metrics: Metrics,
+    /// Proxy authentication, when `access.users_file` is set.
+    pub auth: Option<ProxyAuth>,
+    /// Open client connections, in total and per address.
+    pub connections: server::ConnectionLimits,
     /// Every task that serves a client, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Cancelled when the proxy should stop taking new work.
@@ -170,9 +177,21 @@ impl Server {
         let leaves = LeafCache::new(ca.clone(), LeafOptions::default())
             .await
             .map_err(ca_error)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let guard = DestinationGuard {
+            access: Some(config.access.clone()),
+            listener: listener.local_addr().ok(),
+        };
         let resolver = Arc::new(Resolver::new(
             config.upstream.resolve.clone(),
             config.upstream.connect_timeout,
+            guard,
         ));
         let upstream = UpstreamClient::new(resolver.clone(), &config.upstream.ca_files)?;
         let fetcher = Fetcher::new(upstream.clone(), config.cache.upstream_stall);
@@ -181,13 +200,7 @@ impl Server {
         let (cache, _recovery) = tokio::task::spawn_blocking(move || Cache::open(&data_dir))
             .await
             .expect("opening the cache does not panic")?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let auth = config.access.users.clone().map(ProxyAuth::new);
         let state = Arc::new(State {
             config,
             ca,
@@ -200,6 +213,8 @@ impl Server {
             cache: Arc::new(cache),
             manifest_locks: KeyedLocks::default(),
             metrics: Metrics::default(),
+            auth,
+            connections: server::ConnectionLimits::default(),
             tasks: TaskTracker::new(),
             shutdown,
         });

@@ -1,7 +1,8 @@
 //! The `pullcache` command: `serve` (the default) runs the proxy; `ca`
-//! creates, shows and exports its root CA.
+//! creates, shows and exports its root CA; `cache verify` re-hashes the
+//! cached blobs offline and removes the corrupt ones.
 
-#![allow(clippy::print_stdout)] // the CA commands print their results on purpose
+#![allow(clippy::print_stdout)] // the CA and cache commands print their results on purpose
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pullcache::cache::verify::{self, VerifyError};
 use pullcache::{constraints_for, data_dir};
 use pullcache_ca::{CertificateAuthority, Constraints};
 use pullcache_config::{Config, Overrides};
@@ -45,6 +47,16 @@ enum Command {
     /// Manage the root CA in <data_dir>/ca
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Check the blob cache in <data_dir> (with the server stopped)
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Re-hash every cached blob and remove the corrupt ones (exit 0 when
+    /// the cache could be read, corrupt blobs or not; 1 when it could not)
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -80,18 +92,34 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Ca(command) => ca(command, &config),
+        Command::Cache(CacheCommand::Verify) => cache_verify(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pullcache: {error:#}");
+            eprintln!("pullcache: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, `: `-separated like `{:#}`, minus causes
+/// whose text the message already holds: most of the crate's errors print
+/// their source in their own message, and `{:#}` would repeat it.
+fn describe(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,10 +154,12 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_logging() {
+/// Logs to stderr at `default` unless `PULLCACHE_LOG` or `RUST_LOG` says
+/// otherwise.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULLCACHE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -167,6 +197,63 @@ fn ca(command: CaCommand, config: &Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot load the CA from {}", dir.display()))?;
             print!("{}", ca.cert_pem());
         }
+    }
+    Ok(())
+}
+
+/// `pullcache cache verify`: prints one line per corrupt blob and a summary.
+/// Corrupt blobs that were removed are a success (the cache is consistent
+/// again); a cache that cannot be read, or a corrupt blob that could not be
+/// removed, is a failure.
+fn cache_verify(config: &Config) -> anyhow::Result<()> {
+    // Warnings only by default: the report is on stdout, and the removal of
+    // each corrupt blob is printed there already.
+    init_logging("warn");
+    // Flat messages: the errors already name their cause, and `{:#}` would
+    // print it a second time from the source chain.
+    let report = verify::verify(&config.data_dir).map_err(|error| match error {
+        VerifyError::InUse(_) => anyhow::anyhow!("{error}; stop the server first"),
+        other => anyhow::anyhow!("cannot verify the cache: {other}"),
+    })?;
+    let recovery = &report.recovery;
+    if recovery.index_rebuilt {
+        match &recovery.damaged_index {
+            Some(aside) => println!(
+                "index was damaged; rebuilt from blobs/ ({} blobs); the damaged file is {}",
+                recovery.files_adopted,
+                aside.display()
+            ),
+            None => println!(
+                "index was missing; rebuilt from blobs/ ({} blobs)",
+                recovery.files_adopted
+            ),
+        }
+    }
+    if recovery.ingest_removed > 0 {
+        println!(
+            "removed {} unfinished downloads from ingest/",
+            recovery.ingest_removed
+        );
+    }
+    for corrupt in &report.corrupt {
+        match &corrupt.removal_error {
+            None => println!("corrupt {}: {}; removed", corrupt.digest, corrupt.problem),
+            Some(why) => println!(
+                "corrupt {}: {}; NOT removed: {why}",
+                corrupt.digest, corrupt.problem
+            ),
+        }
+    }
+    if report.tags_dropped > 0 {
+        println!(
+            "dropped {} tags that pointed at removed manifests",
+            report.tags_dropped
+        );
+    }
+    println!("{}", report.summary());
+    let left = report.corrupt.len() - report.removed();
+    if left > 0 {
+        anyhow::bail!("{left} corrupt blobs could not be removed; fix the cause and run again");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct Metrics {
     digest_mismatches: AtomicU64,
+    storage_errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     cache_joined: AtomicU64,
@@ -19,6 +20,11 @@ impl Metrics {
     /// Upstream bytes that did not match their digest.
     pub fn digest_mismatch(&self) {
         self.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A blob that could not be stored (e.g. the disk is full).
+    pub fn storage_error(&self) {
+        self.storage_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered registry request by its outcome.
@@ -46,6 +52,11 @@ impl Metrics {
             "pullcache_digest_mismatches_total",
             "Upstream content that did not match its digest and was discarded.",
             &self.digest_mismatches,
+        );
+        counter(
+            "pullcache_storage_errors_total",
+            "Blobs served but not cached because they could not be stored.",
+            &self.storage_errors,
         );
         counter(
             "pullcache_cache_hits_total",

@@ -5,16 +5,13 @@
 //! write half is shut down and the opposite direction keeps flowing, which
 //! is what TLS close_notify exchanges and HTTP/1.0-style bodies rely on.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tracing::{debug, info};
+
+use crate::idle::{Activity, Tracked};
 
 /// Buffer per direction; large enough that a bulk transfer moves in few
 /// syscalls, small enough that thousands of idle tunnels stay cheap.
@@ -22,120 +19,25 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 
 /// Copies bytes both ways between `client` and `upstream` until both
 /// directions have finished, an error occurs, or nothing moved for `idle`.
-pub async fn splice<C>(mut client: C, upstream: TcpStream, idle: Duration)
+pub async fn splice<C>(client: C, upstream: TcpStream, idle: Duration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Activity::new();
-    let mut client = Tracked::new(&mut client, &activity);
-    let mut upstream = upstream;
-    let mut upstream = Tracked::new(&mut upstream, &activity);
+    let mut client = Tracked::new(client, activity.clone());
+    let mut upstream = Tracked::new(upstream, activity.clone());
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
         SPLICE_BUFFER,
         SPLICE_BUFFER,
     );
-    tokio::pin!(copy);
-    loop {
-        let deadline = activity.last_seen() + idle;
-        tokio::select! {
-            result = &mut copy => {
-                match result {
-                    Ok((up, down)) => debug!(bytes.up = up, bytes.down = down, "tunnel closed"),
-                    Err(error) => debug!(%error, "tunnel ended with an error"),
-                }
-                return;
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                if activity.last_seen() + idle <= Instant::now() {
-                    info!(idle = ?idle, "tunnel idle for too long; closing");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// When bytes last moved in either direction, as milliseconds since the
-/// tunnel began: a single atomic so both directions can update it cheaply.
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last_seen(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A stream wrapper that records activity whenever bytes are read.
-struct Tracked<'a, S> {
-    inner: &'a mut S,
-    activity: &'a Activity,
-}
-
-impl<'a, S> Tracked<'a, S> {
-    fn new(inner: &'a mut S, activity: &'a Activity) -> Self {
-        Tracked { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if buf.filled().len() != before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    tokio::select! {
+        result = copy => match result {
+            Ok((up, down)) => debug!(bytes.up = up, bytes.down = down, "tunnel closed"),
+            Err(error) => debug!(%error, "tunnel ended with an error"),
+        },
+        () = activity.idle_for(idle) => info!(idle = ?idle, "tunnel idle for too long; closing"),
     }
 }
 

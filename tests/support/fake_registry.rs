@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub(crate) enum BlobFault {
     /// 200 with the full Content-Length, then the connection (or h2 stream)
     /// is reset after this many body bytes.
     ResetAfter(usize),
+    /// Answered with this status and an error body.
+    Status(u16),
     /// Served correctly, but each 64 KiB chunk only after this many
     /// milliseconds, so a download takes long enough for clients to join
     /// it or give up on it.
@@ -86,6 +88,8 @@ struct State {
     /// By path, for both `/v2/<repo>/manifests/<tag>` and `…/<digest>`.
     manifests: Mutex<HashMap<String, ManifestEntry>>,
     throttle_tags: Arc<AtomicBool>,
+    /// When not 0, tag manifest requests get this status (500, 503, ...).
+    fail_tags: Arc<AtomicU16>,
     seen: Mutex<Vec<FakeRequest>>,
 }
 
@@ -213,6 +217,12 @@ impl FakeRegistry {
         self.state.throttle_tags.clone()
     }
 
+    /// A switch that makes tag manifest requests answer with its status
+    /// (0 turns it off).
+    pub(crate) fn fail_tags(&self) -> Arc<AtomicU16> {
+        self.state.fail_tags.clone()
+    }
+
     /// The path a redirected blob is served from on [`CDN_HOST`].
     pub(crate) fn cdn_path(digest: &str) -> String {
         format!("/cdn/{}", digest_hex(digest))
@@ -314,6 +324,10 @@ fn route(state: &State, req: &FakeRequest, path: &str, head: bool) -> Reply {
         return serve_blob(blob, head);
     }
     if let Some(m) = state.manifests.lock().expect("manifests lock").get(path) {
+        let failing = state.fail_tags.load(Ordering::SeqCst);
+        if m.by_tag && failing != 0 {
+            return error(failing, "UNAVAILABLE", "injected failure", head);
+        }
         if m.by_tag && state.throttle_tags.load(Ordering::SeqCst) {
             let mut resp = error(429, "TOOMANYREQUESTS", "slow down", head);
             resp.headers_mut()
@@ -345,6 +359,7 @@ fn serve_blob(blob: &BlobEntry, head: bool) -> Reply {
             }
             resp
         }
+        BlobFault::Status(status) => error(status, "UNAVAILABLE", "injected failure", head),
         BlobFault::Trickle(millis) => {
             let mut resp = reply(200, OCTETS, Some(&blob.digest), blob.bytes.clone(), head);
             if !head {

@@ -11,6 +11,7 @@ pub(crate) mod fixture;
 pub(crate) mod image;
 pub(crate) mod proxy;
 pub(crate) mod registry;
+pub(crate) mod reliability;
 pub(crate) mod skopeo;
 pub(crate) mod tls;
 pub(crate) mod upstream;

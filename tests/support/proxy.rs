@@ -131,8 +131,10 @@ pub(crate) struct StartFailure {
 pub(crate) struct TestProxy {
     child: Child,
     addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
     dir: TempDir,
+    /// How it was launched, so [`TestProxy::restart`] can do it again.
+    launch: Launch,
 }
 
 impl TestProxy {
@@ -165,62 +167,33 @@ impl TestProxy {
             launch.body
         );
         std::fs::write(&config_path, config).expect("write config");
+        let (child, addr, logs) = spawn(&launch, &config_path)?;
+        Ok(TestProxy {
+            child,
+            addr,
+            logs,
+            dir,
+            launch,
+        })
+    }
 
-        let mut cmd: Command = pullcache_command();
-        for arg in &launch.args {
-            cmd.arg(arg.replace("{config}", &config_path.display().to_string()));
-        }
-        for (key, value) in &launch.env {
-            cmd.env(
-                key,
-                value.replace("{config}", &config_path.display().to_string()),
-            );
-        }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn pullcache");
+    /// Starts the proxy again with the same config and data directory
+    /// (on a new port), e.g. after [`TestProxy::send_sigkill`] or
+    /// [`TestProxy::terminate`]. A proxy still running is killed first.
+    /// On failure the old (exited) process stays in place.
+    pub(crate) fn restart(&mut self) -> Result<(), StartFailure> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr, logs) = spawn(&self.launch, &self.config_path())?;
+        self.child = child;
+        self.addr = addr;
+        self.logs = logs;
+        Ok(())
+    }
 
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let sink = logs.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[pullcache] {line}");
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-
-        let deadline = Instant::now() + STARTUP_LIMIT;
-        loop {
-            let found = logs
-                .lock()
-                .expect("log lock")
-                .iter()
-                .find_map(|line| parse_listen_addr(line));
-            if let Some(addr) = found {
-                return Ok(TestProxy {
-                    child,
-                    addr,
-                    logs,
-                    dir,
-                });
-            }
-            let exited = child.try_wait().expect("try_wait");
-            if exited.is_some() || Instant::now() >= deadline {
-                if exited.is_none() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                // Give the reader thread a moment to collect the last lines.
-                thread::sleep(Duration::from_millis(100));
-                let logs = logs.lock().expect("log lock").clone();
-                return Err(StartFailure {
-                    status: exited,
-                    logs,
-                });
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+    /// The config file the proxy was started with.
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pullcache.toml")
     }
 
     /// The address the proxy is listening on.
@@ -277,9 +250,81 @@ impl TestProxy {
         assert!(sent.success(), "kill -TERM failed: {sent}");
     }
 
+    /// Sends SIGKILL: no shutdown, no flush, exactly like a crash. Takes
+    /// `&self` so that it can be sent while other threads use the proxy;
+    /// reap it with [`TestProxy::wait_exit`].
+    pub(crate) fn send_sigkill(&self) {
+        let sent = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -KILL failed: {sent}");
+    }
+
     /// Waits up to `limit` for the proxy to exit.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         wait_bounded(&mut self.child, limit)
+    }
+}
+
+/// The lines a proxy logged, shared with the thread that reads its stderr.
+type Logs = Arc<Mutex<Vec<String>>>;
+
+/// Spawns `pullcache` as `launch` says with `config_path`, and waits until it
+/// logs its listening address.
+fn spawn(
+    launch: &Launch,
+    config_path: &std::path::Path,
+) -> Result<(Child, SocketAddr, Logs), StartFailure> {
+    let mut cmd: Command = pullcache_command();
+    for arg in &launch.args {
+        cmd.arg(arg.replace("{config}", &config_path.display().to_string()));
+    }
+    for (key, value) in &launch.env {
+        cmd.env(
+            key,
+            value.replace("{config}", &config_path.display().to_string()),
+        );
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn pullcache");
+
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = logs.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[pullcache] {line}");
+            sink.lock().expect("log lock").push(line);
+        }
+    });
+
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    loop {
+        let found = logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find_map(|line| parse_listen_addr(line));
+        if let Some(addr) = found {
+            return Ok((child, addr, logs));
+        }
+        let exited = child.try_wait().expect("try_wait");
+        if exited.is_some() || Instant::now() >= deadline {
+            if exited.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Give the reader thread a moment to collect the last lines.
+            thread::sleep(Duration::from_millis(100));
+            let logs = logs.lock().expect("log lock").clone();
+            return Err(StartFailure {
+                status: exited,
+                logs,
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

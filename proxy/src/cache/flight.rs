@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use futures_util::stream;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -54,13 +55,18 @@ pub enum FlightState {
         /// The media type upstream gave.
         media_type: Arc<str>,
     },
-    /// The download failed; readers must abort.
+    /// The download failed; readers must abort, unless it is
+    /// `resumable`.
     Failed {
         /// Whether any byte was streamed (if not, a reader may still pass
         /// its own request through to upstream).
         streamed: bool,
         /// Why, for logs.
         reason: Arc<str>,
+        /// Upstream was fine but we could not store the bytes (a full
+        /// disk): readers go on fetching the rest from upstream themselves,
+        /// uncached, instead of failing their clients.
+        resumable: bool,
     },
 }
 
@@ -98,12 +104,26 @@ impl Flight {
 
     /// Marks the download failed unless it already finished.
     pub fn fail(&self, reason: &str) {
+        self.finish_failed(reason, false);
+    }
+
+    /// Marks the download failed for a local storage reason: upstream is
+    /// still good, so readers resume from it.
+    pub fn fail_storage(&self, reason: &str) {
+        self.finish_failed(reason, true);
+    }
+
+    fn finish_failed(&self, reason: &str, resumable: bool) {
         self.state.send_modify(|state| {
             let streamed = !matches!(state, FlightState::Starting);
-            if !matches!(state, FlightState::Verified { .. }) {
+            if !matches!(
+                state,
+                FlightState::Verified { .. } | FlightState::Failed { .. }
+            ) {
                 *state = FlightState::Failed {
                     streamed,
                     reason: reason.into(),
+                    resumable,
                 };
             }
         });
@@ -171,13 +191,22 @@ enum Source {
     Complete,
     /// A download in progress.
     Growing(watch::Receiver<FlightState>),
+    /// The shared download could not be stored; the rest comes straight
+    /// from upstream.
+    Upstream(Body),
 }
+
+/// Fetches bytes `[from, end)` of the blob from upstream, for a reader
+/// whose shared download could not be stored. `end` is `u64::MAX` when
+/// the length is unknown.
+pub type Resume = Arc<dyn Fn(u64, u64) -> BoxFuture<'static, Result<Body, BoxError>> + Send + Sync>;
 
 struct Reader {
     file: Arc<File>,
     source: Source,
     position: u64,
     end: u64,
+    resume: Option<Resume>,
 }
 
 /// A body of bytes `[start, end)` of a committed file.
@@ -187,6 +216,7 @@ pub fn file_body(file: File, start: u64, end: u64) -> Body {
         source: Source::Complete,
         position: start,
         end,
+        resume: None,
     })
 }
 
@@ -198,12 +228,14 @@ pub fn growing_body(
     progress: watch::Receiver<FlightState>,
     start: u64,
     end: u64,
+    resume: Option<Resume>,
 ) -> Body {
     reader_body(Reader {
         file,
         source: Source::Growing(progress),
         position: start,
         end,
+        resume,
     })
 }
 
@@ -225,7 +257,7 @@ fn reader_body(reader: Reader) -> Body {
             }
         }
     });
-    StreamBody::new(chunks).boxed()
+    StreamBody::new(chunks).boxed_unsync()
 }
 
 /// Waits until bytes past `position` may be sent, then reads up to
@@ -234,6 +266,9 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
     let limit = loop {
         match &mut reader.source {
             Source::Complete => break reader.end,
+            Source::Upstream(body) => {
+                return next_upstream_chunk(body, reader.position, reader.end).await
+            }
             Source::Growing(progress) => {
                 let state = progress.borrow_and_update().clone();
                 let allowed = match state {
@@ -248,6 +283,21 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
                     FlightState::Streaming { written, total, .. } => {
                         let end = total.map_or(reader.end, |t| reader.end.min(t));
                         written.min(end.saturating_sub(1))
+                    }
+                    FlightState::Failed {
+                        resumable: true,
+                        streamed: true,
+                        reason,
+                    } => {
+                        let Some(resume) = reader.resume.clone() else {
+                            return Err(ReadError::Failed(reason));
+                        };
+                        tracing::warn!(%reason, offset = reader.position, "cannot store this download; continuing it from upstream, uncached");
+                        let body = resume(reader.position, reader.end)
+                            .await
+                            .map_err(|e| ReadError::Failed(e.to_string().into()))?;
+                        reader.source = Source::Upstream(body);
+                        continue;
                     }
                     FlightState::Failed { reason, .. } => return Err(ReadError::Failed(reason)),
                     FlightState::Starting => reader.position,
@@ -288,6 +338,37 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
     Ok(Some(bytes))
 }
 
+/// The next data from a resumed upstream body, cut off at `end`.
+async fn next_upstream_chunk(
+    body: &mut Body,
+    position: u64,
+    end: u64,
+) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        match body.frame().await {
+            None if end == u64::MAX => return Ok(None),
+            None => {
+                return Err(ReadError::Failed(
+                    "upstream ended the resumed download early".into(),
+                ))
+            }
+            Some(Err(error)) => return Err(ReadError::Failed(error.to_string().into())),
+            Some(Ok(frame)) => {
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                let room = end.saturating_sub(position);
+                if data.len() as u64 > room {
+                    data.truncate(room as usize);
+                }
+                if !data.is_empty() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +407,7 @@ mod tests {
             flight.subscribe(),
             0,
             6,
+            None,
         )));
         tmp.write_all(b"abc").unwrap();
         flight.advance(3);
@@ -345,6 +427,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_download_that_cannot_be_stored_continues_from_upstream() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let flight = Flight::new();
+        flight.set(FlightState::Streaming {
+            file: Arc::new(tmp.reopen().unwrap()),
+            total: Some(8),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+        });
+        // Upstream serves from the offset asked for, with junk past the
+        // end that the reader must cut off.
+        let resume: Resume = Arc::new(|from, end| {
+            Box::pin(async move {
+                assert_eq!(end, 8);
+                let rest = format!("{}XXX", &"abcdefgh"[from as usize..]);
+                Ok(crate::body::full(rest))
+            })
+        });
+        let reader = tokio::spawn(collect(growing_body(
+            Arc::new(tmp.reopen().unwrap()),
+            flight.subscribe(),
+            0,
+            8,
+            Some(resume),
+        )));
+        tmp.write_all(b"abcd").unwrap();
+        flight.advance(4);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        flight.fail_storage("No space left on device");
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(got, b"abcdefgh");
+    }
+
+    #[tokio::test]
     async fn a_failed_download_aborts_every_reader() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
@@ -359,6 +475,7 @@ mod tests {
             flight.subscribe(),
             0,
             4,
+            None,
         )));
         tmp.write_all(b"wxyz").unwrap();
         flight.advance(4);

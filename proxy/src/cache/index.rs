@@ -4,7 +4,10 @@
 //!
 //! The index is metadata only: the blobs themselves are files, and the
 //! index can be rebuilt from `blobs/` (tags and visibility are then
-//! relearned from upstream). All calls are blocking.
+//! relearned from upstream). That is why errors are sorted into
+//! [`IndexError::Damaged`] (set the file aside and rebuild),
+//! [`IndexError::InUse`] (another process has it: never touch the file)
+//! and the rest. All calls are blocking.
 
 use std::path::Path;
 
@@ -21,24 +24,99 @@ const REPOS: TableDefinition<&str, (bool, u64)> = TableDefinition::new("repos");
 
 /// A failure of the index database.
 #[derive(Debug, thiserror::Error)]
-#[error("index: {0}")]
-pub struct IndexError(String);
-
-macro_rules! index_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for IndexError {
-            fn from(error: $t) -> Self { IndexError(error.to_string()) }
-        }
-    )*};
+pub enum IndexError {
+    /// Another process (a running server, or `cache verify`) has the file
+    /// open; redb allows one writer process at a time.
+    #[error("index: the database is open in another process")]
+    InUse,
+    /// The file is not an index this build can read: not a redb file, a
+    /// page that fails its checks, a table of another type, or a format too
+    /// old. Being metadata only, such a file can be set aside and rebuilt.
+    #[error("index: the database is damaged: {0}")]
+    Damaged(String),
+    /// Anything else (I/O errors, permissions): the file may be fine, so
+    /// nothing is rebuilt.
+    #[error("index: {0}")]
+    Failed(String),
 }
-index_error_from!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+
+impl From<redb::StorageError> for IndexError {
+    fn from(error: redb::StorageError) -> Self {
+        match error {
+            redb::StorageError::Corrupted(_) => IndexError::Damaged(error.to_string()),
+            // redb reports a file that is not redb at all (bad magic
+            // number) as invalid data, and a file cut short as a read past
+            // its end; the OS reports neither for a file it can read.
+            redb::StorageError::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                IndexError::Damaged(error.to_string())
+            }
+            other => IndexError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::DatabaseError> for IndexError {
+    fn from(error: redb::DatabaseError) -> Self {
+        match error {
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => IndexError::InUse,
+            // Repair runs after a crash and is aborted when it cannot
+            // complete; an old format cannot be read without an upgrade.
+            // Either way the rows are out of reach, which is what damage
+            // means for metadata that can be rebuilt.
+            redb::DatabaseError::RepairAborted | redb::DatabaseError::UpgradeRequired(_) => {
+                IndexError::Damaged(error.to_string())
+            }
+            redb::DatabaseError::Storage(storage) => storage.into(),
+            other => IndexError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::TableError> for IndexError {
+    fn from(error: redb::TableError) -> Self {
+        match error {
+            redb::TableError::Storage(storage) => storage.into(),
+            // A table this build cannot read as its own: the rows are lost
+            // to it just as if the pages were garbage.
+            redb::TableError::TableTypeMismatch { .. }
+            | redb::TableError::TableIsMultimap(_)
+            | redb::TableError::TableIsNotMultimap(_)
+            | redb::TableError::TypeDefinitionChanged { .. }
+            | redb::TableError::TableDoesNotExist(_) => IndexError::Damaged(error.to_string()),
+            other => IndexError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::TransactionError> for IndexError {
+    fn from(error: redb::TransactionError) -> Self {
+        match error {
+            redb::TransactionError::Storage(storage) => storage.into(),
+            other => IndexError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::CommitError> for IndexError {
+    fn from(error: redb::CommitError) -> Self {
+        match error {
+            redb::CommitError::Storage(storage) => storage.into(),
+            other => IndexError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::SetDurabilityError> for IndexError {
+    fn from(error: redb::SetDurabilityError) -> Self {
+        IndexError::Failed(error.to_string())
+    }
+}
 
 /// What the index knows of one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +186,28 @@ impl Index {
         tx.open_table(REPOS)?;
         tx.commit()?;
         Ok(Index { db })
+    }
+
+    /// Opens the index and reads every row, as start-up does. A file that
+    /// makes redb panic counts as damaged rather than taking the process
+    /// down: redb unwraps the UTF-8 of string keys and values it reads (in
+    /// release builds too), and its debug builds assert on some malformed
+    /// pages. The panic message still reaches stderr through the hook.
+    pub fn open_and_read(path: &Path) -> Result<(Index, Snapshot), IndexError> {
+        let path = path.to_owned();
+        std::panic::catch_unwind(move || {
+            let index = Index::open(&path)?;
+            let snapshot = index.snapshot()?;
+            Ok((index, snapshot))
+        })
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(IndexError::Damaged(format!("reading it panicked: {why}")))
+        })
     }
 
     /// Reads every row. Rows that no longer parse are skipped.
@@ -316,5 +416,64 @@ mod tests {
             .unwrap();
         let snapshot = index.snapshot().unwrap();
         assert!(snapshot.blobs.is_empty() && snapshot.tags.is_empty());
+    }
+
+    /// A populated index file's bytes.
+    fn populated(path: &Path) -> Vec<u8> {
+        {
+            let index = Index::open(path).unwrap();
+            for i in 0..200u32 {
+                let digest = digest_of(Algorithm::Sha256, &i.to_le_bytes());
+                index
+                    .put_blob(&BlobRecord {
+                        digest: digest.clone(),
+                        size: u64::from(i),
+                        media_type: None,
+                        fetched_at: 1,
+                        last_access: 1,
+                        hits: 0,
+                    })
+                    .unwrap();
+                index
+                    .put_tag(&TagRecord {
+                        key: format!("r.example/app:{i}"),
+                        digest,
+                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                        fetched_at: 1,
+                    })
+                    .unwrap();
+            }
+        }
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn damage_reads_as_damage_or_is_repaired_never_as_another_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let good = populated(&path);
+        let mut damaged = 0;
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        // Cut short at several points, and bytes flipped through the file.
+        for cut in [1, 100, 4096, good.len() / 2, good.len() - 1] {
+            cases.push(good[..cut].to_vec());
+        }
+        for at in (0..good.len()).step_by(good.len() / 16) {
+            let mut bytes = good.clone();
+            for b in &mut bytes[at..(at + 64).min(good.len())] {
+                *b ^= 0xA5;
+            }
+            cases.push(bytes);
+        }
+        for (n, bytes) in cases.iter().enumerate() {
+            std::fs::write(&path, bytes).unwrap();
+            match Index::open_and_read(&path) {
+                // redb repairs some damage from its redundant header copies.
+                Ok(_) => {}
+                Err(IndexError::Damaged(_)) => damaged += 1,
+                Err(other) => panic!("case {n}: damage read as {other:?}"),
+            }
+        }
+        assert!(damaged > 0, "some of the damage must be noticed");
     }
 }

@@ -5,14 +5,16 @@
 //!
 //! Writes go to memory first and then to the index on a blocking thread;
 //! the index is loaded into memory at start-up after recovery has made it
-//! agree with the files in `blobs/`.
+//! agree with the files in `blobs/`. A damaged index is set aside and
+//! rebuilt from `blobs/`; [`verify`] re-hashes every blob offline.
 
 pub mod flight;
 pub mod index;
 pub mod store;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::registry::digest::Digest;
 use flight::Flights;
-use index::{BlobRecord, Index, IndexError, RepoRecord, TagRecord};
+use index::{BlobRecord, Index, IndexError, RepoRecord, Snapshot, TagRecord};
 use store::BlobStore;
 
 /// What the cache knows of a committed blob.
@@ -64,6 +66,15 @@ pub enum CacheError {
         /// What failed.
         source: std::io::Error,
     },
+    /// Another process holds the index: a running server, or `cache verify`.
+    #[error(
+        "the cache index {path} is in use by another process \
+         (a pullcache server or `cache verify` on the same data_dir)"
+    )]
+    InUse {
+        /// The index file.
+        path: String,
+    },
     /// The index could not be opened.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -82,7 +93,29 @@ pub struct Recovery {
     pub strays_removed: usize,
     /// Tags whose manifest was gone, dropped.
     pub tags_dropped: usize,
+    /// Files whose size differs from the size recorded when they were
+    /// committed (so their content cannot be right), removed.
+    pub wrong_size_removed: Vec<WrongSize>,
+    /// The index was missing or damaged while `blobs/` held files, and was
+    /// rebuilt from them (tags and visibility are relearned from upstream).
+    pub index_rebuilt: bool,
+    /// Where a damaged index was moved, kept for forensics.
+    pub damaged_index: Option<PathBuf>,
 }
+
+/// A committed file whose size is not the size recorded at its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongSize {
+    /// The blob.
+    pub digest: Digest,
+    /// The size recorded when it was verified and committed.
+    pub recorded: u64,
+    /// The size of the file found.
+    pub found: u64,
+}
+
+/// The index file inside the data directory.
+pub const INDEX_FILE: &str = "index.redb";
 
 /// The cache shared by every request.
 pub struct Cache {
@@ -99,15 +132,37 @@ pub struct Cache {
 
 impl Cache {
     /// Opens the cache in `data_dir`, recovering from any crash: clears
-    /// `ingest/`, drops index rows whose file is missing, adopts verified
-    /// files the index does not know. Blocking.
+    /// `ingest/`, drops index rows whose file is missing, removes files whose
+    /// size is not the one recorded at commit, adopts verified files the
+    /// index does not know. A damaged index is moved aside to
+    /// `index.redb.damaged-<unix time>` and rebuilt from `blobs/`; one that
+    /// another process holds is [`CacheError::InUse`] and left alone.
+    /// Blocking.
     pub fn open(data_dir: &Path) -> Result<(Cache, Recovery), CacheError> {
         let io_error = |source| CacheError::Io {
             path: data_dir.display().to_string(),
             source,
         };
         let store = BlobStore::open(data_dir).map_err(io_error)?;
-        let index = Index::open(&data_dir.join("index.redb"))?;
+        let index_path = data_dir.join(INDEX_FILE);
+        let index_existed = std::fs::symlink_metadata(&index_path).is_ok();
+        // Opening the index takes redb's lock, which proves no other process
+        // is using this data directory; only then is clearing ingest/ safe.
+        let (index, snapshot, damaged_index) = match Index::open_and_read(&index_path) {
+            Ok((index, snapshot)) => (index, snapshot, None),
+            Err(IndexError::Damaged(why)) => {
+                let aside = set_aside(&index_path).map_err(io_error)?;
+                warn!(
+                    index.path = %index_path.display(),
+                    index.moved_to = %aside.display(),
+                    error = %why,
+                    "the index cannot be read; moved it aside, rebuilding it from blobs/"
+                );
+                let index = Index::open(&index_path).map_err(|e| in_use(e, &index_path))?;
+                (index, Snapshot::default(), Some(aside))
+            }
+            Err(error) => return Err(in_use(error, &index_path)),
+        };
         let mut recovery = Recovery {
             ingest_removed: store.clear_ingest().map_err(io_error)?,
             ..Recovery::default()
@@ -120,13 +175,32 @@ impl Cache {
             recovery.strays_removed += 1;
         }
         let on_disk: HashMap<Digest, u64> = scan.blobs.into_iter().collect();
-        let snapshot = index.snapshot()?;
 
         let blobs = DashMap::new();
         let mut known = HashSet::new();
         let mut missing = Vec::new();
         for record in snapshot.blobs {
             match on_disk.get(&record.digest) {
+                Some(&size) if size != record.size => {
+                    // The size was checked at commit, so the file was cut
+                    // short or written to since: its content is wrong. The
+                    // file goes before the row, so that a crash in between
+                    // leaves a row recovery drops, never a file it adopts.
+                    warn!(
+                        oci.digest = %record.digest,
+                        size.recorded = record.size,
+                        size.found = size,
+                        "removing a cached blob whose size changed since it was committed"
+                    );
+                    store.remove_blob(&record.digest).map_err(io_error)?;
+                    known.insert(record.digest.clone());
+                    recovery.wrong_size_removed.push(WrongSize {
+                        digest: record.digest.clone(),
+                        recorded: record.size,
+                        found: size,
+                    });
+                    missing.push(record.digest);
+                }
                 Some(&size) => {
                     known.insert(record.digest.clone());
                     blobs.insert(
@@ -140,7 +214,7 @@ impl Cache {
                 None => missing.push(record.digest),
             }
         }
-        recovery.rows_dropped = missing.len();
+        recovery.rows_dropped = missing.len() - recovery.wrong_size_removed.len();
         index.remove_blobs(&missing)?;
         // Files only reach blobs/ after verification, so one the index does
         // not know is a commit whose index write was cut short: keep it.
@@ -166,6 +240,24 @@ impl Cache {
             );
             recovery.files_adopted += 1;
         }
+        // A first start has no index and no blobs: nothing was lost. An
+        // index that vanished while blobs/ kept files is a rebuild, like a
+        // damaged one, and just as worth telling the operator about.
+        recovery.index_rebuilt =
+            damaged_index.is_some() || (!index_existed && recovery.files_adopted > 0);
+        if recovery.index_rebuilt {
+            let why = if damaged_index.is_some() {
+                "damaged"
+            } else {
+                "missing"
+            };
+            warn!(
+                recovery.files_adopted = recovery.files_adopted,
+                "index was {why}; rebuilt from blobs/ ({} blobs); tags and repository visibility will be relearned from upstream",
+                recovery.files_adopted
+            );
+        }
+        recovery.damaged_index = damaged_index;
 
         let tags = DashMap::new();
         let mut dead_tags = Vec::new();
@@ -207,6 +299,9 @@ impl Cache {
             recovery.rows_dropped = recovery.rows_dropped,
             recovery.files_adopted = recovery.files_adopted,
             recovery.strays_removed = recovery.strays_removed,
+            recovery.tags_dropped = recovery.tags_dropped,
+            recovery.wrong_size_removed = recovery.wrong_size_removed.len(),
+            recovery.index_rebuilt = recovery.index_rebuilt,
             "cache opened"
         );
         let cache = Cache {
@@ -339,6 +434,41 @@ impl Cache {
     }
 }
 
+/// Maps "in use" to the error that says what to do about it.
+fn in_use(error: IndexError, path: &Path) -> CacheError {
+    match error {
+        IndexError::InUse => CacheError::InUse {
+            path: path.display().to_string(),
+        },
+        other => CacheError::Index(other),
+    }
+}
+
+/// Renames a damaged index to `index.redb.damaged-<unix time>` beside it
+/// (with a counter if that name is taken), keeping it for forensics, and
+/// syncs the directory so the rebuilt index never shares its name.
+fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let now = unix_now();
+    let mut n = 0u32;
+    let target = loop {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".damaged-{now}"));
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        let candidate = PathBuf::from(name);
+        if std::fs::symlink_metadata(&candidate).is_err() {
+            break candidate;
+        }
+        n += 1;
+    };
+    std::fs::rename(path, &target)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(target)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -363,6 +493,7 @@ pub fn is_fresh(at: SystemTime, ttl: Duration) -> bool {
 mod tests {
     use super::*;
     use crate::registry::digest::Algorithm;
+    use std::os::unix::fs::PermissionsExt;
     use store::digest_of;
 
     fn commit(store: &BlobStore, bytes: &[u8]) -> Digest {
@@ -408,6 +539,147 @@ mod tests {
                     .count(),
                 0
             );
+        }
+
+        /// Commits three blobs, one a manifest with a tag, and closes.
+        async fn populated(dir: &Path) -> Vec<Digest> {
+            let (cache, _) = Cache::open(dir).unwrap();
+            let mut digests = Vec::new();
+            for bytes in [&b"layer one"[..], b"layer two", b"{\"manifest\":2}"] {
+                let digest = commit(cache.store(), bytes);
+                cache.record_blob(&digest, bytes.len() as u64, None).await;
+                digests.push(digest);
+            }
+            cache
+                .put_tag(
+                    "r.example/app:1",
+                    &digests[2],
+                    "application/vnd.oci.image.manifest.v1+json",
+                )
+                .await;
+            digests
+        }
+
+        fn damaged_files(dir: &Path) -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("index.redb.damaged-")
+                })
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_garbage_index_is_set_aside_and_rebuilt_from_blobs() {
+            let dir = tempfile::tempdir().unwrap();
+            let digests = populated(dir.path()).await;
+            let garbage: Vec<u8> = (0..20_000u32).map(|i| (i * 31 + 7) as u8).collect();
+            std::fs::write(dir.path().join(INDEX_FILE), &garbage).unwrap();
+
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert!(recovery.index_rebuilt);
+            assert_eq!(recovery.files_adopted, 3);
+            for digest in &digests {
+                assert!(cache.blob(digest).is_some(), "{digest} adopted");
+            }
+            assert!(cache.tag("r.example/app:1").is_none(), "tags are lost");
+            let aside = damaged_files(dir.path());
+            assert_eq!(aside, vec![recovery.damaged_index.clone().unwrap()]);
+            assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
+            drop(cache);
+
+            // The rebuilt index is a good one: the next start changes nothing.
+            let (_, again) = Cache::open(dir.path()).unwrap();
+            assert_eq!(again, Recovery::default());
+        }
+
+        #[tokio::test]
+        async fn a_table_of_the_wrong_type_counts_as_damage() {
+            let dir = tempfile::tempdir().unwrap();
+            let digests = populated(dir.path()).await;
+            let path = dir.path().join(INDEX_FILE);
+            std::fs::remove_file(&path).unwrap();
+            {
+                // A valid redb file whose "blobs" table this build cannot read.
+                let db = redb::Database::create(&path).unwrap();
+                let tx = db.begin_write().unwrap();
+                {
+                    let mut table = tx
+                        .open_table(redb::TableDefinition::<u64, u64>::new("blobs"))
+                        .unwrap();
+                    table.insert(1, 2).unwrap();
+                }
+                tx.commit().unwrap();
+            }
+
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert!(recovery.index_rebuilt, "{recovery:?}");
+            assert!(recovery.damaged_index.is_some());
+            assert_eq!(recovery.files_adopted, digests.len());
+            assert_eq!(damaged_files(dir.path()).len(), 1);
+            assert!(cache.blob(&digests[0]).is_some());
+        }
+
+        #[tokio::test]
+        async fn a_deleted_index_is_rebuilt_without_a_damaged_file() {
+            let dir = tempfile::tempdir().unwrap();
+            let digests = populated(dir.path()).await;
+            std::fs::remove_file(dir.path().join(INDEX_FILE)).unwrap();
+
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert!(recovery.index_rebuilt);
+            assert_eq!(recovery.damaged_index, None);
+            assert_eq!(recovery.files_adopted, 3);
+            assert!(cache.blob(&digests[1]).is_some());
+            assert!(damaged_files(dir.path()).is_empty());
+        }
+
+        #[test]
+        fn a_first_start_is_not_a_rebuild() {
+            let dir = tempfile::tempdir().unwrap();
+            let (_, recovery) = Cache::open(dir.path()).unwrap();
+            assert_eq!(recovery, Recovery::default());
+        }
+
+        #[tokio::test]
+        async fn an_index_in_use_is_refused_and_left_alone() {
+            let dir = tempfile::tempdir().unwrap();
+            populated(dir.path()).await;
+            let (_server, _) = Cache::open(dir.path()).unwrap();
+            let error = Cache::open(dir.path()).err().expect("a second open fails");
+            assert!(matches!(error, CacheError::InUse { .. }), "{error}");
+            assert!(damaged_files(dir.path()).is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_file_of_the_wrong_size_is_removed() {
+            let dir = tempfile::tempdir().unwrap();
+            let digests = populated(dir.path()).await;
+            let path = dir
+                .path()
+                .join("blobs/sha256")
+                .join(&digests[2].hex()[..2])
+                .join(digests[2].hex());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&path, b"{}").unwrap();
+
+            let (cache, recovery) = Cache::open(dir.path()).unwrap();
+            assert_eq!(
+                recovery.wrong_size_removed,
+                vec![WrongSize {
+                    digest: digests[2].clone(),
+                    recorded: 14,
+                    found: 2
+                }]
+            );
+            assert_eq!((recovery.rows_dropped, recovery.tags_dropped), (0, 1));
+            assert!(!path.exists());
+            assert!(cache.blob(&digests[2]).is_none());
+            assert!(cache.tag("r.example/app:1").is_none());
         }
 
         #[tokio::test]

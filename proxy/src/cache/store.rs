@@ -308,8 +308,12 @@ impl VerifiedIngest {
         }
         fs::rename(&ingest.path, &target)?;
         ingest.finished = true;
-        // The rename is durable only once the directory entry is synced.
+        // The rename is durable only once the directory entry is synced,
+        // and a fan-out folder made just now only once its parent is.
         File::open(parent)?.sync_all()?;
+        if let Some(grandparent) = parent.parent() {
+            File::open(grandparent)?.sync_all()?;
+        }
         Ok(Committed::Added)
     }
 }

@@ -391,6 +391,7 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
         .await
         .map(|s| s.clone())
         .unwrap_or(FlightState::Failed {
+            resumable: false,
             streamed: false,
             reason: "the fetch ended".into(),
         });
@@ -431,7 +432,14 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
                 }
             };
             if end > start {
-                *response.body_mut() = flight::growing_body(file, progress, start, end);
+                let resume = resume_from_upstream(
+                    state.clone(),
+                    request.registry.clone(),
+                    request.name.clone(),
+                    request.req.uri().path().to_owned(),
+                );
+                *response.body_mut() =
+                    flight::growing_body(file, progress, start, end, Some(resume));
             }
             Ok((response, Some(outcome)))
         }
@@ -459,6 +467,45 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
             ))
         }
     }
+}
+
+/// How a reader fetches the rest of a blob itself when the shared
+/// download cannot be stored (a full disk): a range request to upstream
+/// with pullcache's own credentials. The client still gets every byte; the
+/// cache simply does not keep them.
+fn resume_from_upstream(
+    state: Arc<State>,
+    registry: String,
+    name: RepoName,
+    path: String,
+) -> flight::Resume {
+    Arc::new(move |from, end| {
+        let (state, registry, name, path) =
+            (state.clone(), registry.clone(), name.clone(), path.clone());
+        Box::pin(async move {
+            let uri = https_uri(&registry, &path)?;
+            let mut headers = HeaderMap::new();
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+            if let Some(authorization) = state.access.authorization(&registry, &name).await {
+                headers.insert(header::AUTHORIZATION, authorization);
+            }
+            let range = if end == u64::MAX {
+                format!("bytes={from}-")
+            } else {
+                format!("bytes={from}-{}", end - 1)
+            };
+            headers.insert(header::RANGE, header_value(&range));
+            let response = state
+                .fetcher
+                .send_following(Method::GET, uri, headers)
+                .await?;
+            match response.status() {
+                StatusCode::PARTIAL_CONTENT => Ok(body::boxed(response.into_body())),
+                StatusCode::OK if from == 0 => Ok(body::boxed(response.into_body())),
+                status => Err(format!("upstream answered {status} to a range request").into()),
+            }
+        })
+    })
 }
 
 // === manifests ===
