@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::bin::pullcache_command;
 use crate::support::image::{random_bytes, OciImage};
-use crate::support::registry::{cached_blob_path, RealRegistry};
+use crate::support::registry::{cached_blob_path, proxy_for, RealRegistry};
 use crate::support::reliability::record;
 use crate::support::skopeo::{assert_pulled, pull_via_proxy, push, read_pulled, PulledDir};
-use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy, REGISTRY_HOST};
+use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -28,17 +28,8 @@ const DEFAULT_SEED: u64 = 0x5eed_c0de;
 /// `cache verify` hashes a few MiB; anything near this is a hang.
 const VERIFY_LIMIT: Duration = Duration::from_secs(30);
 
-/// pullcache in front of `registry`, trusting the test CA upstream.
 fn start_proxy(ca: &TestCa, registry: &RealRegistry) -> TestProxy {
-    let config = ProxyConfig {
-        intercept: vec![REGISTRY_HOST.to_owned()],
-        ca_files: vec![ca.cert_path().to_path_buf()],
-        resolve: vec![(REGISTRY_HOST.to_owned(), registry.addr())],
-        extra: "[cache]\ntag_ttl = \"5m\"\nvisibility_ttl = \"1h\"\nupstream_stall = \"60s\"\n"
-            .to_owned(),
-        ..ProxyConfig::default()
-    };
-    TestProxy::start(&config.render())
+    proxy_for(ca, registry, "5m")
 }
 
 /// `pullcache cache verify --data-dir DIR`, bounded.

@@ -152,6 +152,35 @@ fn slow_headers_and_idle_connections_are_closed() {
 }
 
 #[test]
+fn a_tls_handshake_that_never_comes_is_cut_off() {
+    let proxy = with_extra("[timeouts]\ntls_handshake = \"1s\"\n");
+    let (mut tunnel, head) = raw_exchange(
+        proxy.addr(),
+        b"CONNECT registry-1.docker.io:443 HTTP/1.1\r\nHost: registry-1.docker.io:443\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "got {head:?}");
+    // Half a ClientHello, then silence.
+    tunnel
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("write");
+    let started = Instant::now();
+    assert!(
+        closes_within(&mut tunnel, Duration::from_secs(5)),
+        "a stalled handshake kept open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed before the timeout"
+    );
+    assert!(proxy.wait_for_log("no TLS ClientHello within", Duration::from_secs(5)));
+    record(
+        "TLS handshake started and never finished",
+        1,
+        "connection closed after timeouts.tls_handshake",
+    );
+}
+
+#[test]
 fn metadata_loopback_and_the_proxy_itself_are_never_reached() {
     let fx = Fixture::new();
     let mut config = fx.config();

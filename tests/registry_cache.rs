@@ -10,30 +10,17 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::image::{Blob, OciImage, OCI_MANIFEST};
-use crate::support::registry::{blob_url, manifest_url, proxied_curl, RealRegistry};
+use crate::support::registry::{blob_url, manifest_url, proxied_curl, proxy_for, RealRegistry};
 use crate::support::skopeo::{
     assert_pulled, pull_direct, pull_via_proxy, push, read_pulled, PulledDir,
 };
-use crate::support::{ProxyConfig, TestCa, TestProxy, REGISTRY_HOST};
+use crate::support::{TestCa, TestProxy, REGISTRY_HOST};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// A `[cache]` table with the given tag TTL and the usual other settings.
-fn cache_table(tag_ttl: &str) -> String {
-    format!("[cache]\ntag_ttl = \"{tag_ttl}\"\nvisibility_ttl = \"1h\"\nupstream_stall = \"60s\"\n")
-}
-
-/// pullcache in front of `registry`, trusting the test CA upstream.
 fn start_proxy(ca: &TestCa, registry: &RealRegistry, tag_ttl: &str) -> TestProxy {
-    let config = ProxyConfig {
-        intercept: vec![REGISTRY_HOST.to_owned()],
-        ca_files: vec![ca.cert_path().to_path_buf()],
-        resolve: vec![(REGISTRY_HOST.to_owned(), registry.addr())],
-        extra: cache_table(tag_ttl),
-        ..ProxyConfig::default()
-    };
-    TestProxy::start(&config.render())
+    proxy_for(ca, registry, tag_ttl)
 }
 
 fn expected_blobs(blobs: &[Blob]) -> BTreeMap<String, u64> {

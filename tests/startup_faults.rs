@@ -10,25 +10,17 @@ use std::time::{Duration, Instant};
 
 use crate::support::bin::pullcache_command;
 use crate::support::image::{sha256_digest, OciImage};
-use crate::support::registry::RealRegistry;
+use crate::support::registry::{proxy_for, RealRegistry};
 use crate::support::reliability::record;
 use crate::support::skopeo::{assert_pulled, pull_via_proxy, push, read_pulled, PulledDir};
-use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy, REGISTRY_HOST};
+use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy};
 
 const KIB: usize = 1024;
 /// A start that fails must fail quickly; one that serves is killed here.
 const FAIL_LIMIT: Duration = Duration::from_secs(20);
 
 fn start_proxy(ca: &TestCa, registry: &RealRegistry) -> TestProxy {
-    let config = ProxyConfig {
-        intercept: vec![REGISTRY_HOST.to_owned()],
-        ca_files: vec![ca.cert_path().to_path_buf()],
-        resolve: vec![(REGISTRY_HOST.to_owned(), registry.addr())],
-        extra: "[cache]\ntag_ttl = \"5m\"\nvisibility_ttl = \"1h\"\nupstream_stall = \"60s\"\n"
-            .to_owned(),
-        ..ProxyConfig::default()
-    };
-    TestProxy::start(&config.render())
+    proxy_for(ca, registry, "5m")
 }
 
 fn pull_ok(proxy: &TestProxy, reference: &str, image: &OciImage) -> PulledDir {

@@ -75,23 +75,9 @@ impl AccessConfig {
 
     pub(crate) fn from_raw(raw: RawAccess, problems: &mut Problems) -> AccessConfig {
         let defaults = AccessConfig::default();
-        let clients = match raw.clients {
-            None => defaults.clients,
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, text)| {
-                    let net = parse_client_net(text);
-                    if net.is_none() {
-                        problems.push(
-                            format!("access.clients[{i}]"),
-                            format!("{text:?} is not a CIDR or IP address"),
-                        );
-                    }
-                    net
-                })
-                .collect(),
-        };
+        let clients = raw.clients.map_or(defaults.clients, |list| {
+            parse_net_list(problems, "access.clients", &list)
+        });
         let connect_ports = match raw.connect_ports {
             None => defaults.connect_ports,
             Some(list) => list
@@ -109,23 +95,11 @@ impl AccessConfig {
                 })
                 .collect(),
         };
-        let deny_destinations = match raw.deny_destinations {
-            None => defaults.deny_destinations,
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, text)| {
-                    let net = parse_client_net(text);
-                    if net.is_none() {
-                        problems.push(
-                            format!("access.deny_destinations[{i}]"),
-                            format!("{text:?} is not a CIDR or IP address"),
-                        );
-                    }
-                    net
-                })
-                .collect(),
-        };
+        let deny_destinations = raw
+            .deny_destinations
+            .map_or(defaults.deny_destinations, |list| {
+                parse_net_list(problems, "access.deny_destinations", &list)
+            });
         let users = raw
             .users_file
             .and_then(|path| match read_users(&PathBuf::from(&path)) {
@@ -214,6 +188,23 @@ impl Default for AccessConfig {
             users: None,
         }
     }
+}
+
+/// Parses a list of CIDRs or addresses, naming `key[i]` in each problem.
+fn parse_net_list(problems: &mut Problems, key: &str, list: &[String]) -> Vec<IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let net = parse_client_net(text);
+            if net.is_none() {
+                problems.push(
+                    format!("{key}[{i}]"),
+                    format!("{text:?} is not a CIDR or IP address"),
+                );
+            }
+            net
+        })
+        .collect()
 }
 
 /// A CIDR, or a bare address meaning just that host. Host bits below the
