@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 use crate::cache::flight::{Flight, FlightState};
@@ -26,12 +26,9 @@ use crate::registry::route::RepoName;
 use crate::registry::serve::USER_AGENT;
 use crate::State;
 
-/// Chunks in flight between the network task and the writer thread: enough
-/// to keep both busy, few enough that memory stays flat with blob size.
-const WRITE_QUEUE: usize = 32;
-
-/// The most bytes the writer gathers into one write.
-const WRITE_BATCH: usize = 512 * 1024;
+/// The most bytes gathered while a write is still running; past it the
+/// network waits for the disk, so memory stays flat with blob size.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// Why a fill did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +160,7 @@ async fn run_fill(
 
     let store = state.cache.store().clone();
     let algorithm = digest.algorithm();
-    let (mut ingest, reader) =
+    let (ingest, reader) =
         tokio::task::spawn_blocking(move || -> std::io::Result<(IngestFile, File)> {
             let ingest = store.create_ingest(algorithm)?;
             let reader = File::open(ingest.path())?;
@@ -179,30 +176,9 @@ async fn run_fill(
         written: 0,
     });
 
-    let (chunks, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writer_flight = flight.clone();
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<IngestFile> {
-        // Upstream frames are often 16 KiB; gathering what is already queued
-        // into one write keeps syscalls and reader wake-ups few without
-        // delaying bytes that are ready.
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        while let Some(chunk) = queue.blocking_recv() {
-            batch.extend_from_slice(&chunk);
-            while batch.len() < WRITE_BATCH {
-                match queue.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            ingest.write(&batch)?;
-            batch.clear();
-            writer_flight.advance(ingest.written());
-        }
-        Ok(ingest)
-    });
-
     let stall = fetcher.stall();
     let mut body = response.into_body();
+    let mut writer = Writer::new(ingest, flight.clone());
     let mut received: u64 = 0;
     let pumped: Result<(), FillError> = async {
         loop {
@@ -219,18 +195,21 @@ async fn run_fill(
             if let Some(total) = total.filter(|&t| received > t) {
                 return Err(FillError::TooLong(total));
             }
-            if chunks.send(data).await.is_err() {
-                // The writer stopped; its error is reported below.
-                return Ok(());
-            }
+            writer.push(&data).await?;
         }
     }
     .await;
-    drop(chunks);
-    let ingest = writer
-        .await
-        .map_err(|e| FillError::Upstream(e.to_string()))??;
-    pumped?;
+    let ingest = match pumped {
+        // The write that failed consumed the ingest file; nothing to finish.
+        Err(FillError::Storage(error)) => return Err(FillError::Storage(error)),
+        // A storage error while finishing outranks the network's: readers
+        // can then resume from upstream.
+        other => {
+            let ingest = writer.finish().await?;
+            other?;
+            ingest
+        }
+    };
 
     let expected = digest.clone();
     let verified = tokio::task::spawn_blocking(move || ingest.verify(&expected, total))
@@ -282,5 +261,75 @@ pub async fn commit_bytes(state: &Arc<State>, digest: &Digest, bytes: &Bytes, me
         }
         Ok(Err(error)) => warn!(oci.digest = %digest, %error, "manifest served but not cached"),
         Err(error) => warn!(oci.digest = %digest, %error, "manifest served but not cached"),
+    }
+}
+
+/// Writes a download to its ingest file in batches on the blocking pool,
+/// one write at a time, while the network keeps receiving.
+///
+/// A write starts as soon as the previous one has finished, with whatever
+/// arrived meanwhile: when the disk keeps up, bytes reach readers at once;
+/// when it does not, frames are gathered into larger writes (up to
+/// [`WRITE_BATCH`]) instead of one syscall and wake-up per 16 KiB frame.
+/// No blocking thread is held between writes.
+struct Writer {
+    idle: Option<IngestFile>,
+    running: Option<JoinHandle<std::io::Result<IngestFile>>>,
+    gathered: bytes::BytesMut,
+    flight: Arc<Flight>,
+}
+
+impl Writer {
+    fn new(ingest: IngestFile, flight: Arc<Flight>) -> Writer {
+        Writer {
+            idle: Some(ingest),
+            running: None,
+            gathered: bytes::BytesMut::new(),
+            flight,
+        }
+    }
+
+    /// Takes a chunk; starts a write if the writer is free, waits for the
+    /// running one if too much has gathered.
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), FillError> {
+        self.gathered.extend_from_slice(chunk);
+        let finished = self.running.as_ref().is_none_or(|w| w.is_finished());
+        if finished || self.gathered.len() >= WRITE_BATCH {
+            self.start_write().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the running write, then starts one with what gathered.
+    async fn start_write(&mut self) -> Result<(), FillError> {
+        let mut ingest = self.wait().await?;
+        let batch = self.gathered.split().freeze();
+        let flight = self.flight.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            ingest.write(&batch)?;
+            flight.advance(ingest.written());
+            Ok(ingest)
+        }));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<IngestFile, FillError> {
+        if let Some(running) = self.running.take() {
+            return running
+                .await
+                .map_err(|e| FillError::Upstream(e.to_string()))?
+                .map_err(FillError::Storage);
+        }
+        self.idle
+            .take()
+            .ok_or_else(|| FillError::Upstream("the ingest file was lost to a failed write".into()))
+    }
+
+    /// Writes what is left and hands back the ingest file.
+    async fn finish(mut self) -> Result<IngestFile, FillError> {
+        if !self.gathered.is_empty() {
+            self.start_write().await?;
+        }
+        self.wait().await
     }
 }

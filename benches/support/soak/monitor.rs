@@ -165,11 +165,11 @@ pub(crate) fn open_blob_files(pid: u32) -> Vec<String> {
     hexes
 }
 
-/// CPU clock ticks (user + system) this process's threads used, summed by
-/// thread name (`soak-client`, `soak-upstream`, ...), and the ticks of its
-/// waited-for children (the curl processes): fields 14, 15, 16 and 17 of
-/// `/proc/self/task/<tid>/stat` and `/proc/self/stat`.
-pub(crate) fn own_cpu_ticks() -> (BTreeMap<String, u64>, u64) {
+/// CPU clock ticks (user + system) of this process: `(all its threads,
+/// those of its live threads by name (`soak-client`, `soak-upstream`, ...),
+/// its waited-for children, i.e. the curl processes)`, from fields 14 to 17
+/// of `/proc/self/stat` and `/proc/self/task/<tid>/stat`.
+pub(crate) fn own_cpu_ticks() -> (u64, BTreeMap<String, u64>, u64) {
     let mut by_name = BTreeMap::new();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -179,9 +179,14 @@ pub(crate) fn own_cpu_ticks() -> (BTreeMap<String, u64>, u64) {
             }
         }
     }
-    let children = read_stat(std::path::Path::new("/proc/self/stat"))
-        .map_or(0, |(_, fields)| field(&fields, 13) + field(&fields, 14));
-    (by_name, children)
+    let (total, children) =
+        read_stat(std::path::Path::new("/proc/self/stat")).map_or((0, 0), |(_, fields)| {
+            (
+                field(&fields, 11) + field(&fields, 12),
+                field(&fields, 13) + field(&fields, 14),
+            )
+        });
+    (total, by_name, children)
 }
 
 /// The command name and the fields after it (field 3 onwards) of a `stat`
