@@ -148,14 +148,11 @@ fn parse_host(host: &str) -> Result<TargetHost, AuthorityError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetHost::Ip(ip));
     }
-    match pullcache_config::normalize_host(host) {
-        // A name that normalises to an IP (e.g. "127.0.0.1.") is still an IP.
-        Some(name) => match name.parse::<IpAddr>() {
-            Ok(ip) => Ok(TargetHost::Ip(ip)),
-            Err(_) => Ok(TargetHost::Name(name)),
-        },
-        None => Err(AuthorityError::BadHost(host.to_owned())),
-    }
+    // Names whose last label is all digits ("127.0.0.1.", "10.0.0") are
+    // refused by the name grammar: resolvers treat them as addresses.
+    pullcache_config::normalize_host(host)
+        .map(TargetHost::Name)
+        .ok_or_else(|| AuthorityError::BadHost(host.to_owned()))
 }
 
 fn parse_port(port: &str) -> Result<u16, AuthorityError> {
@@ -287,6 +284,7 @@ mod tests {
                 ("-lead.example:443", BadHost("-lead.example".into())),
                 ("a..b:443", BadHost("a..b".into())),
                 ("../etc/passwd:443", BadHost("../etc/passwd".into())),
+                ("127.0.0.1.:443", BadHost("127.0.0.1.".into())),
             ];
             for (input, expected) in cases {
                 assert_eq!(

@@ -42,7 +42,7 @@ impl Challenge {
                 .map(|(_, v)| v.clone())
         };
         Some(Challenge::Bearer {
-            realm: get("realm")?,
+            realm: get("realm").filter(|realm| !realm.is_empty())?,
             service: get("service"),
         })
     }
@@ -144,6 +144,7 @@ mod tests {
         for bad in [
             "",
             "Bearer",
+            "Bearer realm=\"\"",
             "Bearer service=\"x\"",
             "Bearer realm=\"unterminated",
             "Bearer realm=a b",

@@ -1,0 +1,13 @@
+//! Registry API paths, digests and manifest references.
+//! The checks live in `fuzz/src/lib.rs`; see docs/fuzzing.md.
+#![no_main]
+
+use libfuzzer_sys::{fuzz_target, Corpus};
+
+fuzz_target!(|data: &[u8]| -> Corpus {
+    if pullcache_fuzz::registry_route(data) {
+        Corpus::Keep
+    } else {
+        Corpus::Reject
+    }
+});
