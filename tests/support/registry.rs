@@ -526,6 +526,21 @@ pub(crate) fn cached_blob_path(proxy: &TestProxy, digest: &str) -> PathBuf {
         .join(hex)
 }
 
+/// pullcache in front of `registry` (as `registry-1.docker.io`), trusting
+/// the test CA upstream, with the given `[cache]` tag TTL.
+pub(crate) fn proxy_for(ca: &TestCa, registry: &RealRegistry, tag_ttl: &str) -> TestProxy {
+    let config = super::ProxyConfig {
+        intercept: vec![REGISTRY_HOST.to_owned()],
+        ca_files: vec![ca.cert_path().to_path_buf()],
+        resolve: vec![(REGISTRY_HOST.to_owned(), registry.addr())],
+        extra: format!(
+            "[cache]\ntag_ttl = \"{tag_ttl}\"\nvisibility_ttl = \"1h\"\nupstream_stall = \"60s\"\n"
+        ),
+        ..super::ProxyConfig::default()
+    };
+    TestProxy::start(&config.render())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,19 +570,4 @@ mod tests {
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
-}
-
-/// pullcache in front of `registry` (as `registry-1.docker.io`), trusting
-/// the test CA upstream, with the given `[cache]` tag TTL.
-pub(crate) fn proxy_for(ca: &TestCa, registry: &RealRegistry, tag_ttl: &str) -> TestProxy {
-    let config = super::ProxyConfig {
-        intercept: vec![REGISTRY_HOST.to_owned()],
-        ca_files: vec![ca.cert_path().to_path_buf()],
-        resolve: vec![(REGISTRY_HOST.to_owned(), registry.addr())],
-        extra: format!(
-            "[cache]\ntag_ttl = \"{tag_ttl}\"\nvisibility_ttl = \"1h\"\nupstream_stall = \"60s\"\n"
-        ),
-        ..super::ProxyConfig::default()
-    };
-    TestProxy::start(&config.render())
 }
