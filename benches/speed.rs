@@ -1,0 +1,1813 @@
+//! pullcache's speed benchmark: every figure of the speed issue measured in
+//! one run on 127.0.0.1, each against a baseline from the same run, in
+//! interleaved rounds (A B A B …), reported as medians with min–max and per
+//! round ratios. The release `pullcache` process is measured from outside
+//! (curl clients, CPU time and peak RSS from `/proc`); the baselines are
+//! Debian's nginx (a static HTTPS file server and a `proxy_cache` reverse
+//! proxy, started here with a generated config), a minimal rustls file
+//! server written here (the ceiling) and an in-memory origin registry.
+//! Phases: cache hits (per size), misses, concurrent misses vs concurrent
+//! hits, tunnel vs direct, time to first byte through a never-seen host vs
+//! a warm one, and peak RSS under 100 concurrent hits. It ends with a table
+//! of the issue's targets next to the measured ratios and a `SPEED-RESULT
+//! {json}` line. Speed is reported, never asserted: the exit status is
+//! non-zero only when a correctness check fails (a body with the wrong
+//! digest or length, or pullcache fetching a blob from the origin other
+//! than exactly once and exactly its size) or the run cannot go on.
+//!
+//! Run it with `benches/speed.sh` (installs nginx if missing and root,
+//! builds the release binary). The environment tunes it; see `Settings`
+//! and docs/benchmarks.md.
+
+#![allow(clippy::print_stdout)] // the report is the benchmark's output
+
+// The load benchmark's support modules: the speed benchmark uses the
+// pullcache process runner, the blob generator and curl's program lookup,
+// not the rest.
+#[allow(dead_code)]
+mod support;
+
+#[path = "support/speed/mod.rs"]
+mod speed;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use speed::certs::TestCa;
+use speed::curl::{self, Get, Timing, Via};
+use speed::files::{self, FileServer};
+use speed::nginx::{self, Nginx, NginxSetup};
+use speed::origin::{Origin, Side};
+use speed::pool::{self, PoolJob};
+use speed::procfs::{self, RssSampler};
+use speed::stats::{summary, Failures, Series, Summary};
+use support::blobs::{self, Blob};
+use support::client::sha256_file;
+use support::proxy::{self, toml_str, Pullcache};
+use support::{blob_path, REGISTRY_HOST};
+
+/// How long pullcache may take, after the client has its last byte, to log
+/// that a blob was committed (the fsync of a large file can be slow).
+const COMMIT_LIMIT: Duration = Duration::from_secs(180);
+
+/// Seed of the first generated blob; each later one adds one.
+const BASE_SEED: u64 = 0x7370_6565_6462_656e; // "speedben"
+
+/// The host tunnelled to the rustls file server (not intercepted).
+const TUNNEL_HOST: &str = "bulk.test";
+
+/// The intercepted host used warm in the first-byte phase; `r1.test` …
+/// `rN.test` are the never-seen ones.
+const WARM_HOST: &str = "r0.test";
+
+const MIB: usize = 1 << 20;
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench` (and any filter); there is nothing to
+    // select here, so arguments are ignored.
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("speed benchmark: a correctness check FAILED (see above)");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("speed benchmark: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// === settings ===
+
+const PHASES: [&str; 6] = ["hit", "miss", "concurrent", "tunnel", "ttfb", "rss"];
+
+/// Everything the environment can change.
+struct Settings {
+    /// `PULLCACHE_BENCH_SIZES_MIB` (comma-separated; default 256, plus 1024
+    /// with `PULLCACHE_BENCH_LARGE=1`): blob sizes for hits and misses.
+    sizes_mib: Vec<usize>,
+    /// `PULLCACHE_BENCH_ROUNDS` (5): rounds of the hit, miss and tunnel
+    /// phases.
+    rounds: usize,
+    /// `PULLCACHE_BENCH_CLIENTS` (16): clients of the concurrent phase.
+    clients: usize,
+    /// `PULLCACHE_BENCH_CONCURRENT_MIB` (256).
+    concurrent_mib: usize,
+    /// `PULLCACHE_BENCH_CONCURRENT_ROUNDS` (3).
+    concurrent_rounds: usize,
+    /// `PULLCACHE_BENCH_TTFB_ROUNDS` (15): also how many never-seen hosts
+    /// pullcache is configured with.
+    ttfb_rounds: usize,
+    /// `PULLCACHE_BENCH_SMALL_KIB` (16): the first-byte phase's blob.
+    small_kib: usize,
+    /// `PULLCACHE_BENCH_RSS_CLIENTS` (100).
+    rss_clients: usize,
+    /// `PULLCACHE_BENCH_RSS_MIB` (256).
+    rss_mib: usize,
+    /// `PULLCACHE_BENCH_TUNNEL_MIB` (the first size).
+    tunnel_mib: usize,
+    /// `PULLCACHE_BENCH_PHASES` (all): a comma-separated subset of
+    /// [`PHASES`].
+    phases: BTreeSet<String>,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let large = std::env::var("PULLCACHE_BENCH_LARGE").is_ok_and(|v| v.trim() == "1");
+        let sizes_mib = match std::env::var("PULLCACHE_BENCH_SIZES_MIB") {
+            Ok(text) => text
+                .split(',')
+                .map(|s| match s.trim().parse::<usize>() {
+                    Ok(n) if n > 0 && n <= 64 * 1024 => Ok(n),
+                    _ => bail!("PULLCACHE_BENCH_SIZES_MIB: {s:?} is not a size in MiB (1–65536)"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Err(_) if large => vec![256, 1024],
+            Err(_) => vec![256],
+        };
+        let phases: BTreeSet<String> = match std::env::var("PULLCACHE_BENCH_PHASES") {
+            Ok(text) => text
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Err(_) => PHASES.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        if let Some(unknown) = phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+            bail!(
+                "PULLCACHE_BENCH_PHASES: unknown phase {unknown:?} (known: {})",
+                PHASES.join(",")
+            );
+        }
+        Ok(Settings {
+            tunnel_mib: env_count("PULLCACHE_BENCH_TUNNEL_MIB", sizes_mib[0])?,
+            sizes_mib,
+            rounds: env_count("PULLCACHE_BENCH_ROUNDS", 5)?,
+            clients: env_count("PULLCACHE_BENCH_CLIENTS", 16)?,
+            concurrent_mib: env_count("PULLCACHE_BENCH_CONCURRENT_MIB", 256)?,
+            concurrent_rounds: env_count("PULLCACHE_BENCH_CONCURRENT_ROUNDS", 3)?,
+            ttfb_rounds: env_count("PULLCACHE_BENCH_TTFB_ROUNDS", 15)?,
+            small_kib: env_count("PULLCACHE_BENCH_SMALL_KIB", 16)?,
+            rss_clients: env_count("PULLCACHE_BENCH_RSS_CLIENTS", 100)?,
+            rss_mib: env_count("PULLCACHE_BENCH_RSS_MIB", 256)?,
+            phases,
+        })
+    }
+
+    fn wants(&self, phase: &str) -> bool {
+        self.phases.contains(phase)
+    }
+}
+
+/// A positive integer from the environment, or `default` when unset.
+fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(error) => bail!("{name}: {error}"),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("{name} must be a positive integer, not {text:?}"),
+        },
+    }
+}
+
+/// `target/release/pullcache` of this workspace (or of `CARGO_TARGET_DIR`).
+fn pullcache_bin() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let bin = target
+        .join("release")
+        .join(format!("pullcache{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release -p pullcache` first \
+             (benches/speed.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+// === the bench ===
+
+/// Where a server's CPU time is read.
+#[derive(Clone, Copy)]
+enum Meter {
+    /// A child process (pullcache, nginx).
+    Process(u32),
+    /// Threads of this process with this name prefix (the in-process
+    /// servers' runtimes).
+    Threads(&'static str),
+}
+
+impl Meter {
+    fn ticks(self) -> u64 {
+        match self {
+            Meter::Process(pid) => procfs::process_ticks(pid),
+            Meter::Threads(prefix) => procfs::thread_ticks(prefix),
+        }
+    }
+}
+
+/// The bytes a download must deliver.
+#[derive(Clone)]
+struct Expect {
+    hex: String,
+    size: u64,
+}
+
+impl Expect {
+    fn of(blob: &Blob) -> Expect {
+        Expect {
+            hex: blob.hex.clone(),
+            size: blob.bytes.len() as u64,
+        }
+    }
+
+    fn path(&self) -> String {
+        blob_path(&self.hex)
+    }
+}
+
+/// One measured route of a phase.
+struct Route<'a> {
+    label: &'static str,
+    get: Get<'a>,
+    meter: Option<Meter>,
+}
+
+struct Bench {
+    settings: Settings,
+    ticks_per_sec: u64,
+    /// On disk: pullcache's data, nginx's cache, the served files.
+    dir: tempfile::TempDir,
+    /// On tmpfs when there is one: curl's output files.
+    scratch: tempfile::TempDir,
+    www: PathBuf,
+    ca: TestCa,
+    origin: Origin,
+    files: FileServer,
+    nginx: Option<Nginx>,
+    /// Why nginx is not measured, when it is not.
+    nginx_missing: Option<String>,
+    /// `None` only while it is being restarted.
+    pullcache: Option<Pullcache>,
+    pullcache_ca: PathBuf,
+    /// How to start pullcache again: binary, directory, config sections.
+    pullcache_bin: PathBuf,
+    pullcache_dir: PathBuf,
+    pullcache_sections: String,
+    /// Their `/metrics` counters, just before they were stopped.
+    metrics_before_restart: Vec<String>,
+    failures: Failures,
+    next_seed: u64,
+    /// Cached blobs by size, each also a file under `www`.
+    hit_blobs: BTreeMap<u64, Expect>,
+    /// The issue's figures, as they are measured.
+    targets: Vec<TargetRow>,
+    json: serde_json::Map<String, Value>,
+    /// Peak RSS (VmHWM, KiB) of pullcache per phase.
+    peaks: Vec<(String, u64)>,
+    peak_reset_works: bool,
+    /// Wall time per phase.
+    phase_secs: Vec<(String, f64)>,
+    /// HTTP versions curl reported, with counts.
+    versions: BTreeMap<String, usize>,
+}
+
+/// A row of the final table.
+struct TargetRow {
+    figure: String,
+    measured: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn run() -> anyhow::Result<bool> {
+    let settings = Settings::from_env()?;
+    let bin = pullcache_bin()?;
+    let started = Instant::now();
+    let mut bench = Bench::start(settings, &bin)?;
+    let load_before = loadavg();
+    let machine_before = procfs::machine_ticks();
+    let ours_before = bench.own_ticks();
+    let window = Instant::now();
+
+    let sizes = bench.settings.sizes_mib.clone();
+    for &mib in &sizes {
+        if bench.settings.wants("hit") {
+            bench.phase(&format!("hit {mib} MiB"), |b| b.hit_phase(mib))?;
+        }
+        if bench.settings.wants("miss") {
+            bench.phase(&format!("miss {mib} MiB"), |b| b.miss_phase(mib))?;
+        }
+    }
+    if bench.settings.wants("concurrent") {
+        bench.phase("concurrent", Bench::concurrent_phase)?;
+    }
+    if bench.settings.wants("tunnel") {
+        bench.phase("tunnel", Bench::tunnel_phase)?;
+    }
+    if bench.settings.wants("ttfb") {
+        bench.phase("ttfb", Bench::ttfb_phase)?;
+    }
+    if bench.settings.wants("rss") {
+        bench.phase("rss", Bench::rss_phase)?;
+    }
+    bench.pc_mut().check_alive()?;
+    let machine = procfs::machine_ticks();
+    let usage = CpuUsage {
+        busy: machine.busy.saturating_sub(machine_before.busy),
+        steal: machine.steal.saturating_sub(machine_before.steal),
+        ours: bench.own_ticks().saturating_sub(ours_before),
+        secs: window.elapsed().as_secs_f64(),
+    };
+    bench.finish(&bin, started.elapsed().as_secs_f64(), &load_before, usage)
+}
+
+/// The machine's CPU over the phases, in clock ticks: how much of it other
+/// processes took is the run's noise.
+struct CpuUsage {
+    busy: u64,
+    steal: u64,
+    /// This benchmark, its curl children, pullcache and nginx.
+    ours: u64,
+    /// The wall time they were measured over.
+    secs: f64,
+}
+
+impl Bench {
+    fn start(settings: Settings, bin: &Path) -> anyhow::Result<Bench> {
+        let (ticks_per_sec, from_getconf) = proxy::clock_ticks_per_second();
+        if !from_getconf {
+            eprintln!("speed: getconf CLK_TCK failed; assuming 100 ticks/s");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pullcache-speed")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let shm = Path::new("/dev/shm");
+        let scratch = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("pullcache-speed")
+                .tempdir_in(shm)
+                .or_else(|_| {
+                    tempfile::Builder::new()
+                        .prefix("out")
+                        .tempdir_in(dir.path())
+                })
+        } else {
+            tempfile::Builder::new()
+                .prefix("out")
+                .tempdir_in(dir.path())
+        }
+        .context("cannot create the scratch directory")?;
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(&www)?;
+
+        // One CA and one leaf for every server of the run: the origin, the
+        // rustls file server and nginx, for the registry name, the tunnel
+        // host and the first-byte phase's hosts.
+        let ttfb_hosts = ttfb_hosts(settings.ttfb_rounds);
+        let mut names = vec![REGISTRY_HOST.to_owned(), TUNNEL_HOST.to_owned()];
+        names.extend(ttfb_hosts.iter().cloned());
+        let ca = TestCa::new(dir.path(), "bench")?;
+        let leaf = ca.leaf(dir.path(), "servers", &names)?;
+        let origin = Origin::start(leaf.server_config(&[b"h2", b"http/1.1"])?)?;
+        let files = FileServer::start(&www, leaf.server_config(&[b"http/1.1"])?)?;
+
+        let (nginx, nginx_missing) = match nginx::find() {
+            None => (
+                None,
+                Some(
+                    "nginx is not installed (benches/speed.sh installs it as root; \
+                     or apt-get install nginx)"
+                        .to_owned(),
+                ),
+            ),
+            Some(nginx_bin) => {
+                let nginx_dir = dir.path().join("nginx");
+                std::fs::create_dir_all(&nginx_dir)?;
+                let setup = NginxSetup {
+                    bin: &nginx_bin,
+                    dir: &nginx_dir,
+                    www: &www,
+                    cert: &leaf.chain_path,
+                    key: &leaf.key_path,
+                    host: REGISTRY_HOST,
+                    origin: origin.addr(Side::Nginx),
+                    origin_ca: ca.pem_path(),
+                };
+                match Nginx::start(&setup) {
+                    Ok(nginx) => (Some(nginx), None),
+                    Err(error) => {
+                        eprintln!("speed: nginx baselines not measured: {error:#}");
+                        (None, Some(format!("nginx did not start: {error:#}")))
+                    }
+                }
+            }
+        };
+
+        let mut hosts = vec![toml_str(REGISTRY_HOST)];
+        hosts.extend(ttfb_hosts.iter().map(|h| toml_str(h)));
+        let pullcache_side = toml_str(&origin.addr(Side::Pullcache).to_string());
+        let mut resolve = format!("{} = {pullcache_side}\n", toml_str(REGISTRY_HOST));
+        for host in &ttfb_hosts {
+            resolve.push_str(&format!("{} = {pullcache_side}\n", toml_str(host)));
+        }
+        resolve.push_str(&format!(
+            "{} = {}\n",
+            toml_str(TUNNEL_HOST),
+            toml_str(&files.addr().to_string())
+        ));
+        let sections = format!(
+            "[intercept]\n\
+             hosts = [{hosts}]\n\
+             \n\
+             [upstream]\n\
+             ca_files = [{ca}]\n\
+             \n\
+             [upstream.resolve]\n\
+             {resolve}",
+            hosts = hosts.join(", "),
+            ca = toml_str(&ca.pem_path().display().to_string()),
+        );
+        let pullcache_dir = dir.path().join("pullcache");
+        std::fs::create_dir_all(&pullcache_dir)?;
+        let pullcache = Pullcache::start_with(bin, &pullcache_dir, &sections)?;
+        let pullcache_ca = pullcache.ca_path().to_path_buf();
+        let peak_reset_works = procfs::reset_peak(pullcache.pid());
+        eprintln!(
+            "speed: pullcache (pid {}) on {}; origin on {}/{}/{}; rustls file server on {}; nginx {}",
+            pullcache.pid(),
+            pullcache.addr(),
+            origin.addr(Side::Direct),
+            origin.addr(Side::Pullcache),
+            origin.addr(Side::Nginx),
+            files.addr(),
+            nginx.as_ref().map_or_else(
+                || "not running".to_owned(),
+                |n| format!(
+                    "(pid {}) static on {}, proxy_cache on {}",
+                    n.pid(),
+                    n.static_addr(),
+                    n.cache_addr()
+                )
+            ),
+        );
+        Ok(Bench {
+            settings,
+            ticks_per_sec,
+            dir,
+            scratch,
+            www,
+            ca,
+            origin,
+            files,
+            nginx,
+            nginx_missing,
+            pullcache: Some(pullcache),
+            pullcache_ca,
+            pullcache_bin: bin.to_path_buf(),
+            pullcache_dir,
+            pullcache_sections: sections,
+            metrics_before_restart: Vec::new(),
+            failures: Failures::default(),
+            next_seed: BASE_SEED,
+            hit_blobs: BTreeMap::new(),
+            targets: Vec::new(),
+            json: serde_json::Map::new(),
+            peaks: Vec::new(),
+            peak_reset_works,
+            phase_secs: Vec::new(),
+            versions: BTreeMap::new(),
+        })
+    }
+
+    /// Runs one phase: peak RSS reset before, read after; wall time noted.
+    fn phase(
+        &mut self,
+        name: &str,
+        body: impl FnOnce(&mut Bench) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        eprintln!("speed: phase {name}");
+        self.pc_mut().check_alive()?;
+        if let Some(nginx) = &mut self.nginx {
+            nginx.check_alive()?;
+        }
+        let pid = self.pc().pid();
+        if self.peak_reset_works {
+            procfs::reset_peak(pid);
+        }
+        let started = Instant::now();
+        body(self).with_context(|| format!("phase {name}"))?;
+        self.phase_secs
+            .push((name.to_owned(), started.elapsed().as_secs_f64()));
+        // The phase may have restarted pullcache: read the running one.
+        let pid = self.pc().pid();
+        self.peaks
+            .push((name.to_owned(), procfs::memory_kib(pid).0));
+        Ok(())
+    }
+
+    fn pc(&self) -> &Pullcache {
+        self.pullcache.as_ref().expect("pullcache is running")
+    }
+
+    fn pc_mut(&mut self) -> &mut Pullcache {
+        self.pullcache.as_mut().expect("pullcache is running")
+    }
+
+    /// Stops pullcache (SIGTERM, so its index is closed cleanly) and starts
+    /// it again on the same data directory and config: same CA, same cache,
+    /// a new process. Returns the old process's VmRSS in KiB.
+    fn restart_pullcache(&mut self) -> anyhow::Result<u64> {
+        self.metrics_before_restart.push(self.metrics());
+        let old = self.pullcache.take().expect("pullcache is running");
+        let pid = old.pid();
+        let (_, rss) = procfs::memory_kib(pid);
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stdin(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        // Until it has exited (a zombie: state Z) or the deadline passes.
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if matches!(state, None | Some("Z" | "X")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(old); // kills it if it is still running, and reaps it
+        let fresh = Pullcache::start_with(
+            &self.pullcache_bin,
+            &self.pullcache_dir,
+            &self.pullcache_sections,
+        )?;
+        eprintln!(
+            "speed: restarted pullcache: pid {} on {}",
+            fresh.pid(),
+            fresh.addr()
+        );
+        self.pullcache = Some(fresh);
+        Ok(rss)
+    }
+
+    /// CPU ticks of everything this run started: this process and its
+    /// waited-for children (every curl, and a restarted pullcache once
+    /// reaped), the running pullcache, nginx.
+    fn own_ticks(&self) -> u64 {
+        procfs::self_and_children_ticks()
+            + procfs::process_ticks(self.pc().pid())
+            + self
+                .nginx
+                .as_ref()
+                .map_or(0, |n| procfs::process_ticks(n.pid()))
+    }
+
+    fn pullcache_addr(&self) -> SocketAddr {
+        self.pc().addr()
+    }
+
+    fn pullcache_meter(&self) -> Meter {
+        Meter::Process(self.pc().pid())
+    }
+
+    /// A new blob of `size` bytes (untimed; generated with its SHA-256).
+    fn generate(&mut self, size: usize) -> Blob {
+        let seed = self.next_seed;
+        self.next_seed += 1;
+        blobs::generate(1, size, seed)
+            .pop()
+            .expect("one blob was asked for")
+    }
+
+    /// Downloads by `get` into the scratch file, metering `meter`; then,
+    /// untimed, checks length and digest and deletes the file. Returns
+    /// curl's timing and the server's CPU ticks.
+    fn fetch(
+        &mut self,
+        get: &Get<'_>,
+        meter: Option<Meter>,
+        expect: &Expect,
+        label: &str,
+    ) -> anyhow::Result<(Timing, Option<u64>)> {
+        let out = self.scratch.path().join("body.bin");
+        let before = meter.map(Meter::ticks);
+        let client_before = procfs::children_ticks();
+        let mut timing = get.run(&out).with_context(|| label.to_owned())?;
+        timing.client_ticks = procfs::children_ticks().saturating_sub(client_before);
+        *self
+            .versions
+            .entry(format!("HTTP/{}", timing.http_version))
+            .or_default() += 1;
+        let ticks = meter.zip(before).map(|(m, b)| m.ticks().saturating_sub(b));
+        self.check_file(&out, timing.bytes, expect, label)?;
+        Ok((timing, ticks))
+    }
+
+    fn check_file(
+        &mut self,
+        out: &Path,
+        bytes: u64,
+        expect: &Expect,
+        label: &str,
+    ) -> anyhow::Result<()> {
+        let got = sha256_file(out)?;
+        std::fs::remove_file(out).with_context(|| format!("cannot remove {}", out.display()))?;
+        self.check_body(&got, bytes, expect, label);
+        Ok(())
+    }
+
+    fn check_body(&mut self, hex: &str, bytes: u64, expect: &Expect, label: &str) {
+        if hex != expect.hex {
+            self.failures.add(format!(
+                "{label}: body sha256:{hex} is not the digest sha256:{}",
+                expect.hex
+            ));
+        }
+        if bytes != expect.size {
+            self.failures.add(format!(
+                "{label}: {bytes} bytes downloaded, the blob has {}",
+                expect.size
+            ));
+        }
+    }
+
+    /// Waits until pullcache logs that `hex` was committed; a failure if it
+    /// logs a failed fetch instead, or nothing in time.
+    fn wait_committed(&mut self, hex: &str, label: &str) {
+        let line = self.pc().logs().wait_for(COMMIT_LIMIT, |line| {
+            line.contains(hex)
+                && (line.contains("blob verified and cached") || line.contains("blob fetch failed"))
+        });
+        match line {
+            Some(line) if line.contains("blob verified and cached") => {}
+            Some(line) => self
+                .failures
+                .add(format!("{label}: pullcache did not cache the blob: {line}")),
+            None => self.failures.add(format!(
+                "{label}: pullcache logged no commit for sha256:{hex} within {COMMIT_LIMIT:?}"
+            )),
+        }
+    }
+
+    /// Checks that pullcache fetched `expect` from the origin exactly once,
+    /// and exactly its size in bytes.
+    fn check_fetched_once(&mut self, expect: &Expect, label: &str) {
+        let gets = self.origin.gets(Side::Pullcache, &expect.hex);
+        let bytes = self.origin.bytes_served(Side::Pullcache, &expect.hex);
+        if gets != 1 {
+            self.failures.add(format!(
+                "{label}: pullcache fetched sha256:{} from the origin {gets} times, not once",
+                expect.hex
+            ));
+        }
+        if bytes != expect.size {
+            self.failures.add(format!(
+                "{label}: the origin sent pullcache {bytes} bytes of sha256:{}, not its {} bytes",
+                expect.hex, expect.size
+            ));
+        }
+    }
+
+    /// A blob of `mib` MiB that pullcache has cached and that nginx and the
+    /// rustls file server serve as a file, made on first use: generated,
+    /// written under `www`, fetched once through pullcache (and committed),
+    /// then dropped from the origin; one untimed download from each server
+    /// warms them up.
+    fn hit_blob(&mut self, mib: usize) -> anyhow::Result<Expect> {
+        let size = (mib * MIB) as u64;
+        if let Some(expect) = self.hit_blobs.get(&size) {
+            return Ok(expect.clone());
+        }
+        let blob = self.generate(mib * MIB);
+        let expect = Expect::of(&blob);
+        let path = expect.path();
+        let file = self.www.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().expect("blob files have a parent"))?;
+        std::fs::write(&file, &blob.bytes)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        self.origin.add(&expect.hex, blob.bytes.clone());
+        drop(blob);
+
+        let label = format!("priming {mib} MiB");
+        let pullcache_ca = self.pullcache_ca.clone();
+        let via_pullcache = Get {
+            via: Via::Proxy(self.pullcache_addr()),
+            host: REGISTRY_HOST,
+            path: &path,
+            ca: &pullcache_ca,
+        };
+        self.fetch(&via_pullcache, None, &expect, &label)?;
+        self.wait_committed(&expect.hex, &label);
+        self.origin.remove(&expect.hex);
+        self.check_fetched_once(&expect, &label);
+
+        // Warm-up, untimed: a hit, and each server once.
+        let ca = self.ca.pem_path().to_path_buf();
+        self.fetch(
+            &via_pullcache,
+            None,
+            &expect,
+            &format!("warm-up hit {mib} MiB"),
+        )?;
+        let mut servers = vec![self.files.addr()];
+        servers.extend(self.nginx.as_ref().map(Nginx::static_addr));
+        for addr in servers {
+            let get = Get {
+                via: Via::Direct(addr),
+                host: REGISTRY_HOST,
+                path: &path,
+                ca: &ca,
+            };
+            self.fetch(&get, None, &expect, &format!("warm-up {addr} {mib} MiB"))?;
+        }
+        self.hit_blobs.insert(size, expect.clone());
+        Ok(expect)
+    }
+
+    /// Runs `rounds` rounds of `routes` in order, each download checked.
+    fn interleave(
+        &mut self,
+        name: &str,
+        rounds: usize,
+        routes: &[Route<'_>],
+        expect: &Expect,
+    ) -> anyhow::Result<Vec<Series>> {
+        let mut series: Vec<Series> = routes.iter().map(|_| Series::new(expect.size)).collect();
+        for round in 1..=rounds {
+            let mut line = Vec::new();
+            for (route, series) in routes.iter().zip(&mut series) {
+                let label = format!("{name} round {round} {}", route.label);
+                let (timing, ticks) = self.fetch(&route.get, route.meter, expect, &label)?;
+                series.push(timing.total, ticks);
+                series.add_client(timing.client_ticks);
+                line.push(format!("{} {:.3} s", route.label, timing.total));
+            }
+            eprintln!("  {name} round {round}/{rounds}: {}", line.join(", "));
+        }
+        Ok(series)
+    }
+
+    // === phase 1: hits ===
+
+    fn hit_phase(&mut self, mib: usize) -> anyhow::Result<()> {
+        let expect = self.hit_blob(mib)?;
+        let path = expect.path();
+        let ca = self.ca.pem_path().to_path_buf();
+        let pullcache_ca = self.pullcache_ca.clone();
+        let mut routes = Vec::new();
+        if let Some(nginx) = &self.nginx {
+            routes.push(Route {
+                label: "nginx direct",
+                get: Get {
+                    via: Via::Direct(nginx.static_addr()),
+                    host: REGISTRY_HOST,
+                    path: &path,
+                    ca: &ca,
+                },
+                meter: Some(Meter::Process(nginx.pid())),
+            });
+        }
+        routes.push(Route {
+            label: "rustls ceiling",
+            get: Get {
+                via: Via::Direct(self.files.addr()),
+                host: REGISTRY_HOST,
+                path: &path,
+                ca: &ca,
+            },
+            meter: Some(Meter::Threads(files::THREAD_NAME)),
+        });
+        routes.push(Route {
+            label: "pullcache hit",
+            get: Get {
+                via: Via::Proxy(self.pullcache_addr()),
+                host: REGISTRY_HOST,
+                path: &path,
+                ca: &pullcache_ca,
+            },
+            meter: Some(self.pullcache_meter()),
+        });
+        let tls: Vec<String> = routes
+            .iter()
+            .map(|r| format!("{}: {}", r.label, r.get.describe_tls()))
+            .collect();
+        let rounds = self.settings.rounds;
+        let before = self.origin.gets(Side::Pullcache, &expect.hex);
+        let series = self.interleave(&format!("hit {mib} MiB"), rounds, &routes, &expect)?;
+        let after = self.origin.gets(Side::Pullcache, &expect.hex);
+        if after != before {
+            self.failures.add(format!(
+                "hit {mib} MiB: pullcache fetched the cached blob from the origin {} more times",
+                after - before
+            ));
+        }
+
+        let labels: Vec<&str> = routes.iter().map(|r| r.label).collect();
+        let named: Vec<(&str, &Series)> = labels.iter().copied().zip(&series).collect();
+        let hit = series.last().expect("the pullcache route");
+        let ceiling = &series[labels.len() - 2];
+        let nginx = self.nginx.is_some().then(|| &series[0]);
+        let mut baselines = Vec::new();
+        if let Some(nginx) = nginx {
+            baselines.push(("nginx", nginx));
+        }
+        baselines.push(("ceiling", ceiling));
+        print_section(
+            &format!(
+                "1. cache hit, {mib} MiB — {rounds} rounds, each: {}",
+                labels.join(", ")
+            ),
+            &named,
+            &baselines,
+            self.ticks_per_sec,
+            "server CPU-s/GB: nginx's process, the rustls server's thread, pullcache's process",
+        );
+        println!("   TLS: {}", tls.join("; "));
+        print_rounds(&named);
+
+        let cpu = hit.cpu_per_gb(self.ticks_per_sec);
+        let vs_ceiling = hit.speed_ratio(ceiling);
+        match nginx {
+            Some(nginx) => {
+                let vs_nginx = hit.speed_ratio(nginx);
+                self.target(
+                    format!("hit {mib} MiB: throughput vs nginx direct"),
+                    ratio_text(&vs_nginx),
+                    "≥ 1.15×",
+                    Some(vs_nginx.median >= 1.15),
+                );
+            }
+            None => self.target(
+                format!("hit {mib} MiB: throughput vs nginx direct"),
+                "not measured (no nginx)".to_owned(),
+                "≥ 1.15×",
+                None,
+            ),
+        }
+        self.target(
+            format!("hit {mib} MiB: throughput vs rustls ceiling"),
+            ratio_text(&vs_ceiling),
+            "≥ 0.9×",
+            Some(vs_ceiling.median >= 0.9),
+        );
+        self.target(
+            format!("hit {mib} MiB: pullcache CPU-s/GB"),
+            fmt_opt(cpu, 3),
+            "≤ 0.8",
+            cpu.map(|c| c <= 0.8),
+        );
+        let mut value = json!({
+            "pullcache_mb_s": hit.mb_per_s(),
+            "ceiling_mb_s": ceiling.mb_per_s(),
+            "vs_ceiling": vs_ceiling.median,
+            "pullcache_cpu_s_per_gb": cpu,
+            "ceiling_cpu_s_per_gb": ceiling.cpu_per_gb(self.ticks_per_sec),
+        });
+        if let Some(nginx) = nginx {
+            value["nginx_mb_s"] = json!(nginx.mb_per_s());
+            value["vs_nginx"] = json!(hit.speed_ratio(nginx).median);
+            value["nginx_cpu_s_per_gb"] = json!(nginx.cpu_per_gb(self.ticks_per_sec));
+        }
+        self.json.insert(format!("hit_{mib}mib"), value);
+        Ok(())
+    }
+
+    // === phase 2: misses ===
+
+    fn miss_phase(&mut self, mib: usize) -> anyhow::Result<()> {
+        let rounds = self.settings.rounds;
+        let ca = self.ca.pem_path().to_path_buf();
+        let pullcache_ca = self.pullcache_ca.clone();
+        let direct_addr = self.origin.addr(Side::Direct);
+        let pullcache_addr = self.pullcache_addr();
+        let nginx = self.nginx.as_ref().map(|n| (n.cache_addr(), n.pid()));
+        let mut labels = vec!["origin direct", "pullcache miss"];
+        if nginx.is_some() {
+            labels.push("nginx proxy_cache miss");
+        }
+        let size = (mib * MIB) as u64;
+        let mut series: Vec<Series> = labels.iter().map(|_| Series::new(size)).collect();
+        let mut commit_lags = Vec::new();
+        let mut nginx_fetches = Vec::new();
+        for round in 1..=rounds {
+            let blob = self.generate(mib * MIB);
+            let expect = Expect::of(&blob);
+            self.origin.add(&expect.hex, blob.bytes.clone());
+            drop(blob);
+            let path = expect.path();
+            let name = format!("miss {mib} MiB round {round}");
+
+            let direct = Get {
+                via: Via::Direct(direct_addr),
+                host: REGISTRY_HOST,
+                path: &path,
+                ca: &ca,
+            };
+            let meter = Some(Meter::Threads("speed-origin"));
+            let (t, ticks) = self.fetch(&direct, meter, &expect, &format!("{name} direct"))?;
+            series[0].push(t.total, ticks);
+            series[0].add_client(t.client_ticks);
+
+            // pullcache's CPU is counted up to its commit log line, so the
+            // verify, fsync and rename after the client's last byte are in.
+            let via = Get {
+                via: Via::Proxy(pullcache_addr),
+                host: REGISTRY_HOST,
+                path: &path,
+                ca: &pullcache_ca,
+            };
+            let out = self.scratch.path().join("body.bin");
+            let meter = self.pullcache_meter();
+            let before = meter.ticks();
+            let client_before = procfs::children_ticks();
+            let t = via.run(&out).with_context(|| format!("{name} pullcache"))?;
+            series[1].add_client(procfs::children_ticks().saturating_sub(client_before));
+            let finished = Instant::now();
+            self.wait_committed(&expect.hex, &format!("{name} pullcache"));
+            commit_lags.push(finished.elapsed().as_secs_f64());
+            let ticks = meter.ticks().saturating_sub(before);
+            self.check_file(&out, t.bytes, &expect, &format!("{name} pullcache"))?;
+            self.check_fetched_once(&expect, &format!("{name} pullcache"));
+            series[1].push(t.total, Some(ticks));
+
+            if let Some((addr, pid)) = nginx {
+                let get = Get {
+                    via: Via::Direct(addr),
+                    host: REGISTRY_HOST,
+                    path: &path,
+                    ca: &ca,
+                };
+                let (t, ticks) = self.fetch(
+                    &get,
+                    Some(Meter::Process(pid)),
+                    &expect,
+                    &format!("{name} nginx"),
+                )?;
+                series[2].push(t.total, ticks);
+                series[2].add_client(t.client_ticks);
+                nginx_fetches.push(self.origin.gets(Side::Nginx, &expect.hex));
+            }
+            self.origin.remove(&expect.hex);
+            // Whatever the servers left dirty (nginx does not fsync) is
+            // written now, not during the next measurement.
+            sync_disks();
+            eprintln!(
+                "  {name}: {}",
+                labels
+                    .iter()
+                    .zip(&series)
+                    .map(|(l, s)| format!("{l} {:.3} s", s.secs[round - 1]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+
+        let named: Vec<(&str, &Series)> = labels.iter().copied().zip(&series).collect();
+        let mut baselines = vec![("origin", &series[0])];
+        if nginx.is_some() {
+            baselines.push(("nginx", &series[2]));
+        }
+        print_section(
+            &format!(
+                "2. cold (miss), {mib} MiB — {rounds} rounds, a new digest each round, each: {}",
+                labels.join(", ")
+            ),
+            &named,
+            &baselines,
+            self.ticks_per_sec,
+            "server CPU-s/GB: the origin's thread, pullcache's process (up to its commit), nginx's process",
+        );
+        print_rounds(&named);
+        let lag = summary(&commit_lags);
+        println!(
+            "   waited {:.3} s (median; {:.3}–{:.3}) after curl exited for pullcache's commit log line (verify, fsync, rename; untimed, but in its CPU)",
+            lag.median, lag.min, lag.max
+        );
+        if nginx.is_some() {
+            println!(
+                "   nginx fetched each round's blob from the origin: {:?} times (proxy_cache, no fsync)",
+                nginx_fetches
+            );
+        }
+        let miss = &series[1];
+        let cpu = miss.cpu_per_gb(self.ticks_per_sec);
+        self.target(
+            format!("miss {mib} MiB: pullcache CPU-s/GB"),
+            fmt_opt(cpu, 3),
+            "≤ 1.8",
+            cpu.map(|c| c <= 1.8),
+        );
+        let vs_origin = miss.speed_ratio(&series[0]);
+        self.target(
+            format!("miss {mib} MiB: throughput vs origin direct"),
+            ratio_text(&vs_origin),
+            "(no target)",
+            None,
+        );
+        let mut value = json!({
+            "pullcache_mb_s": miss.mb_per_s(),
+            "origin_mb_s": series[0].mb_per_s(),
+            "vs_origin": vs_origin.median,
+            "pullcache_cpu_s_per_gb": cpu,
+            "commit_lag_s": lag.median,
+        });
+        if nginx.is_some() {
+            let vs_nginx = miss.speed_ratio(&series[2]);
+            self.target(
+                format!("miss {mib} MiB: throughput vs nginx proxy_cache miss"),
+                ratio_text(&vs_nginx),
+                "≥ 1.2×",
+                Some(vs_nginx.median >= 1.2),
+            );
+            value["nginx_mb_s"] = json!(series[2].mb_per_s());
+            value["vs_nginx"] = json!(vs_nginx.median);
+            value["nginx_cpu_s_per_gb"] = json!(series[2].cpu_per_gb(self.ticks_per_sec));
+        } else {
+            self.target(
+                format!("miss {mib} MiB: throughput vs nginx proxy_cache miss"),
+                "not measured (no nginx)".to_owned(),
+                "≥ 1.2×",
+                None,
+            );
+        }
+        self.json.insert(format!("miss_{mib}mib"), value);
+        Ok(())
+    }
+
+    // === phase 3: concurrent misses vs concurrent hits ===
+
+    /// Starts `clients` curl downloads of `path` through pullcache at once;
+    /// returns the wall time until the last finished, and each one's output
+    /// file and timing.
+    fn batch(
+        &mut self,
+        path: &str,
+        clients: usize,
+        label: &str,
+    ) -> anyhow::Result<(f64, Vec<(PathBuf, Timing)>)> {
+        let pullcache_ca = self.pullcache_ca.clone();
+        let get = Get {
+            via: Via::Proxy(self.pullcache_addr()),
+            host: REGISTRY_HOST,
+            path,
+            ca: &pullcache_ca,
+        };
+        let outs: Vec<PathBuf> = (0..clients)
+            .map(|i| self.scratch.path().join(format!("client-{i}.bin")))
+            .collect();
+        let started = Instant::now();
+        let children = outs
+            .iter()
+            .map(|out| get.spawn(out))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut results = Vec::with_capacity(clients);
+        for (child, out) in children.into_iter().zip(outs) {
+            let timing = curl::finish(child, path).with_context(|| label.to_owned())?;
+            *self
+                .versions
+                .entry(format!("HTTP/{}", timing.http_version))
+                .or_default() += 1;
+            results.push((out, timing));
+        }
+        Ok((started.elapsed().as_secs_f64(), results))
+    }
+
+    /// Checks every file of a batch (on two threads), then deletes them.
+    fn check_batch(
+        &mut self,
+        results: &[(PathBuf, Timing)],
+        expect: &Expect,
+        label: &str,
+    ) -> anyhow::Result<()> {
+        let hexes: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
+            let halves: Vec<_> = results
+                .chunks(results.len().div_ceil(2).max(1))
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(out, _)| sha256_file(out))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            halves
+                .into_iter()
+                .flat_map(|h| h.join().expect("hashing thread"))
+                .collect()
+        });
+        for (i, ((out, timing), hex)) in results.iter().zip(hexes).enumerate() {
+            let hex = hex?;
+            std::fs::remove_file(out)?;
+            self.check_body(&hex, timing.bytes, expect, &format!("{label} client {i}"));
+        }
+        Ok(())
+    }
+
+    fn concurrent_phase(&mut self) -> anyhow::Result<()> {
+        let clients = self.settings.clients;
+        let mib = self.settings.concurrent_mib;
+        let rounds = self.settings.concurrent_rounds;
+        let hit = self.hit_blob(mib)?;
+        let hit_path = hit.path();
+        let size = (mib * MIB) as u64;
+        let mut cold = Series::new(size * clients as u64);
+        let mut warm = Series::new(size * clients as u64);
+        let mut cold_outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut fetched = Vec::new();
+        let meter = self.pullcache_meter();
+        // Untimed warm-up: one batch of hits (tmpfs pages, curl, pullcache's
+        // threads), so the first round is not also the first of its kind.
+        let (_, results) = self.batch(&hit_path, clients, "concurrent warm-up")?;
+        self.check_batch(&results, &hit, "concurrent warm-up")?;
+        for round in 1..=rounds {
+            let blob = self.generate(mib * MIB);
+            let expect = Expect::of(&blob);
+            self.origin.add(&expect.hex, blob.bytes.clone());
+            drop(blob);
+            let name = format!("concurrent round {round}");
+
+            let before = meter.ticks();
+            let client_before = procfs::children_ticks();
+            let (wall, results) = self.batch(&expect.path(), clients, &format!("{name} cold"))?;
+            cold.add_client(procfs::children_ticks().saturating_sub(client_before));
+            self.wait_committed(&expect.hex, &format!("{name} cold"));
+            cold.push(wall, Some(meter.ticks().saturating_sub(before)));
+            self.check_batch(&results, &expect, &format!("{name} cold"))?;
+            self.check_fetched_once(&expect, &format!("{name} cold ({clients} clients)"));
+            fetched.push(format!(
+                "{}× {} bytes",
+                self.origin.gets(Side::Pullcache, &expect.hex),
+                self.origin.bytes_served(Side::Pullcache, &expect.hex)
+            ));
+            for (outcome, n) in outcomes_for(&self.pc().logs().lines(), &expect.path()) {
+                *cold_outcomes.entry(outcome).or_default() += n;
+            }
+            self.origin.remove(&expect.hex);
+            sync_disks();
+
+            let before = meter.ticks();
+            let client_before = procfs::children_ticks();
+            let (wall, results) = self.batch(&hit_path, clients, &format!("{name} hits"))?;
+            warm.add_client(procfs::children_ticks().saturating_sub(client_before));
+            warm.push(wall, Some(meter.ticks().saturating_sub(before)));
+            self.check_batch(&results, &hit, &format!("{name} hits"))?;
+            eprintln!(
+                "  {name}/{rounds}: {clients} cold {:.3} s, {clients} hits {:.3} s",
+                cold.secs[round - 1],
+                warm.secs[round - 1]
+            );
+        }
+        let named = [("concurrent cold", &cold), ("concurrent hits", &warm)];
+        print_section(
+            &format!(
+                "3. {clients} concurrent clients, {mib} MiB — {rounds} rounds, each: {clients} curl pulling one uncached blob (new each round), then {clients} curl pulling a cached one; time = wall time of the batch, MB/s = aggregate"
+            ),
+            &named,
+            &[("hits", &warm)],
+            self.ticks_per_sec,
+            "server CPU-s/GB: pullcache's process (cold: up to its commit)",
+        );
+        print_rounds(&named);
+        println!(
+            "   origin → pullcache per cold blob (must be 1× {size} bytes): {}; pullcache's outcomes for the cold blobs: {}",
+            fetched.join(", "),
+            tally(&cold_outcomes)
+        );
+        let ratio = cold.speed_ratio(&warm);
+        self.target(
+            format!("{clients} concurrent cold {mib} MiB: aggregate vs {clients} concurrent hits"),
+            ratio_text(&ratio),
+            "≥ 0.8×",
+            Some(ratio.median >= 0.8),
+        );
+        self.json.insert(
+            "concurrent".to_owned(),
+            json!({
+                "clients": clients,
+                "mib": mib,
+                "cold_mb_s": cold.mb_per_s(),
+                "hits_mb_s": warm.mb_per_s(),
+                "cold_vs_hits": ratio.median,
+                "cold_cpu_s_per_gb": cold.cpu_per_gb(self.ticks_per_sec),
+                "hits_cpu_s_per_gb": warm.cpu_per_gb(self.ticks_per_sec),
+            }),
+        );
+        Ok(())
+    }
+
+    // === phase 4: tunnel ===
+
+    fn tunnel_phase(&mut self) -> anyhow::Result<()> {
+        let mib = self.settings.tunnel_mib;
+        let expect = self.hit_blob(mib)?;
+        let path = expect.path();
+        let ca = self.ca.pem_path().to_path_buf();
+        let routes = [
+            Route {
+                label: "direct",
+                get: Get {
+                    via: Via::Direct(self.files.addr()),
+                    host: TUNNEL_HOST,
+                    path: &path,
+                    ca: &ca,
+                },
+                meter: None,
+            },
+            Route {
+                label: "tunnel",
+                get: Get {
+                    via: Via::Proxy(self.pullcache_addr()),
+                    host: TUNNEL_HOST,
+                    path: &path,
+                    ca: &ca,
+                },
+                meter: Some(self.pullcache_meter()),
+            },
+        ];
+        let tls = routes[1].get.describe_tls();
+        let rounds = self.settings.rounds;
+        let series = self.interleave("tunnel", rounds, &routes, &expect)?;
+        let named = [("direct", &series[0]), ("tunnel", &series[1])];
+        print_section(
+            &format!(
+                "4. tunnel, {mib} MiB — {rounds} rounds, each: curl straight to the rustls file server as {TUNNEL_HOST}, then through pullcache (CONNECT {TUNNEL_HOST}:443, not intercepted, spliced)"
+            ),
+            &named,
+            &[("direct", &series[0])],
+            self.ticks_per_sec,
+            "server CPU-s/GB: pullcache's process (the splice only; the file server's CPU is not in it)",
+        );
+        println!("   TLS through the tunnel (end to end with the file server): {tls}");
+        print_rounds(&named);
+        let ratio = series[1].speed_ratio(&series[0]);
+        self.target(
+            format!("tunnel {mib} MiB: throughput vs direct"),
+            ratio_text(&ratio),
+            "≥ 0.9×",
+            Some(ratio.median >= 0.9),
+        );
+        self.json.insert(
+            "tunnel".to_owned(),
+            json!({
+                "mib": mib,
+                "direct_mb_s": series[0].mb_per_s(),
+                "tunnel_mb_s": series[1].mb_per_s(),
+                "vs_direct": ratio.median,
+                "pullcache_cpu_s_per_gb": series[1].cpu_per_gb(self.ticks_per_sec),
+            }),
+        );
+        Ok(())
+    }
+
+    // === phase 5: first byte through a never-seen host ===
+
+    fn ttfb_phase(&mut self) -> anyhow::Result<()> {
+        let rounds = self.settings.ttfb_rounds;
+        let blob = self.generate(self.settings.small_kib * 1024);
+        let expect = Expect::of(&blob);
+        self.origin.add(&expect.hex, blob.bytes.clone());
+        let path = expect.path();
+        let pullcache_ca = self.pullcache_ca.clone();
+        let addr = self.pullcache_addr();
+        let get = |host| proxied(addr, host, &path, &pullcache_ca);
+        // Untimed: the blob is fetched and committed through the warm host,
+        // which mints its leaf and learns the repository is public; a second
+        // download is a hit.
+        self.fetch(&get(WARM_HOST), None, &expect, "ttfb priming")?;
+        self.wait_committed(&expect.hex, "ttfb priming");
+        self.fetch(&get(WARM_HOST), None, &expect, "ttfb warm-up")?;
+
+        let hosts = ttfb_hosts(rounds);
+        let mut fresh = Vec::new();
+        let mut warm = Vec::new();
+        for (round, host) in hosts.iter().skip(1).enumerate() {
+            let (t, _) = self.fetch(&get(host), None, &expect, &format!("ttfb {host}"))?;
+            fresh.push(t);
+            let (t, _) = self.fetch(&get(WARM_HOST), None, &expect, "ttfb warm host")?;
+            warm.push(t);
+            eprintln!(
+                "  ttfb round {}/{rounds}: {host} {:.2} ms, {WARM_HOST} {:.2} ms",
+                round + 1,
+                fresh[round].first_byte * 1e3,
+                warm[round].first_byte * 1e3
+            );
+        }
+        self.check_fetched_once(&expect, "ttfb small blob");
+        let heads = self
+            .origin
+            .requests_for(Side::Pullcache, &expect.hex)
+            .get("HEAD")
+            .copied()
+            .unwrap_or(0);
+        self.origin.remove(&expect.hex);
+
+        let ms = |ts: &[Timing], f: fn(&Timing) -> f64| -> Vec<f64> {
+            ts.iter().map(|t| f(t) * 1e3).collect()
+        };
+        let first_byte = |t: &Timing| t.first_byte;
+        let tls_done = |t: &Timing| t.tls_done;
+        let after_tls = |t: &Timing| t.first_byte - t.tls_done;
+        let deltas = |f: fn(&Timing) -> f64| -> Vec<f64> {
+            fresh
+                .iter()
+                .zip(&warm)
+                .map(|(a, b)| (f(a) - f(b)) * 1e3)
+                .collect()
+        };
+        println!();
+        println!(
+            "5. time to first byte of a {} KiB cached blob — {rounds} rounds, each: a never-seen intercepted host (r1.test … r{rounds}.test: leaf minted, repository visibility probed), then the warm host {WARM_HOST}; curl via pullcache, new process and TLS handshake each time",
+            self.settings.small_kib
+        );
+        println!(
+            "   {:<34} {:>9}   {:<20} {:>9}   {:<20}",
+            "", "new host", "min–max", "warm host", "min–max"
+        );
+        let row = |label: &str, f: fn(&Timing) -> f64| {
+            let a = summary(&ms(&fresh, f));
+            let b = summary(&ms(&warm, f));
+            println!(
+                "   {label:<34} {:>6.2} ms   {:<20} {:>6.2} ms   {:<20}",
+                a.median,
+                format!("{:.2}–{:.2}", a.min, a.max),
+                b.median,
+                format!("{:.2}–{:.2}", b.min, b.max)
+            );
+        };
+        row("TCP connected (to pullcache)", |t| t.tcp_done);
+        row("TLS done (CONNECT + handshake)", tls_done);
+        row("first byte (time_starttransfer)", first_byte);
+        row("first byte after TLS", after_tls);
+        let delta = summary(&deltas(first_byte));
+        let delta_tls = summary(&deltas(tls_done));
+        let delta_after = summary(&deltas(after_tls));
+        println!(
+            "   new − warm, per round: first byte {:+.2} ms ({:+.2}…{:+.2}); of which TLS (leaf minting) {:+.2} ms, after TLS (visibility probe: upstream connection + HEAD) {:+.2} ms",
+            delta.median, delta.min, delta.max, delta_tls.median, delta_after.median
+        );
+        println!(
+            "   origin saw {heads} HEAD (visibility probes) and 1 GET of the small blob from pullcache"
+        );
+        self.target(
+            "new-host TTFB − warm-host TTFB".to_owned(),
+            format!(
+                "{:+.2} ms ({:+.2}…{:+.2})",
+                delta.median, delta.min, delta.max
+            ),
+            "≤ +2 ms",
+            Some(delta.median <= 2.0),
+        );
+        self.json.insert(
+            "ttfb".to_owned(),
+            json!({
+                "new_host_ms": summary(&ms(&fresh, first_byte)).median,
+                "warm_host_ms": summary(&ms(&warm, first_byte)).median,
+                "delta_ms": delta.median,
+                "delta_tls_ms": delta_tls.median,
+                "delta_after_tls_ms": delta_after.median,
+            }),
+        );
+        Ok(())
+    }
+
+    // === phase 6: peak RSS under many concurrent hits ===
+
+    fn rss_phase(&mut self) -> anyhow::Result<()> {
+        let clients = self.settings.rss_clients;
+        let mib = self.settings.rss_mib;
+        let expect = self.hit_blob(mib)?;
+        let path = expect.path();
+        // A fresh process on the same cache, so the peak is what 100
+        // concurrent hits need, not what earlier phases left in the heap.
+        let old_rss = self.restart_pullcache()?;
+        let fetched_before = self.origin.gets(Side::Pullcache, &expect.hex);
+        let pid = self.pc().pid();
+        let (_, rss_before) = procfs::memory_kib(pid);
+        let reset = procfs::reset_peak(pid);
+        let sampler = RssSampler::start(pid);
+        let meter = self.pullcache_meter();
+        let ticks_before = meter.ticks();
+        let pullcache_ca = self.pullcache_ca.clone();
+        let job = PoolJob {
+            proxy: self.pullcache_addr(),
+            ca: &pullcache_ca,
+            host: REGISTRY_HOST,
+            path: &path,
+            clients,
+        };
+        let (wall, outcomes) = pool::run(&job)?;
+        let ticks = meter.ticks().saturating_sub(ticks_before);
+        let sampled = sampler.finish();
+        let (hwm, rss_after) = procfs::memory_kib(pid);
+        let fetched = self.origin.gets(Side::Pullcache, &expect.hex) - fetched_before;
+        if fetched != 0 {
+            self.failures.add(format!(
+                "rss: pullcache fetched the cached blob from the origin {fetched} times"
+            ));
+        }
+        let mut ok = 0;
+        let mut secs = Vec::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(outcome) => {
+                    self.check_body(
+                        &outcome.hex,
+                        outcome.bytes,
+                        &expect,
+                        &format!("rss client {i}"),
+                    );
+                    secs.push(outcome.secs);
+                    ok += 1;
+                }
+                Err(error) => self
+                    .failures
+                    .add(format!("rss client {i}: download failed: {error:#}")),
+            }
+        }
+        let bytes = expect.size * ok as u64;
+        let cpu = ticks as f64 / self.ticks_per_sec as f64 / (bytes as f64 / 1e9);
+        let per_client = summary(&secs);
+        println!();
+        println!(
+            "6. peak RSS with {clients} concurrent hits of {mib} MiB — pullcache restarted on the same cache just before (the long-running process was at VmRSS {:.1} MiB after the earlier phases); in-process async clients (hyper HTTP/1.1 over tokio-rustls through CONNECT; curl processes by the hundred would swamp 2 cores), all started at once",
+            old_rss as f64 / 1024.0
+        );
+        println!(
+            "   pullcache VmHWM {:.1} MiB ({}), largest VmRSS sampled every 50 ms {:.1} MiB; VmRSS {:.1} MiB before the clients, {:.1} MiB after",
+            hwm as f64 / 1024.0,
+            if reset {
+                "peak reset just before the clients started"
+            } else {
+                "could not reset the peak: the peak since start"
+            },
+            sampled as f64 / 1024.0,
+            rss_before as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        );
+        println!(
+            "   {ok}/{clients} clients OK, no origin fetch; wall {wall:.2} s, aggregate {:.0} MB/s; per client {:.2} s median ({:.2}–{:.2}); pullcache {cpu:.2} CPU-s/GB",
+            bytes as f64 / 1e6 / wall,
+            per_client.median,
+            per_client.min,
+            per_client.max,
+        );
+        let peak_mib = hwm as f64 / 1024.0;
+        self.target(
+            format!("peak RSS, {clients} concurrent hits"),
+            format!("{peak_mib:.1} MiB"),
+            "≤ 128 MiB",
+            Some(peak_mib <= 128.0),
+        );
+        self.json.insert(
+            "rss".to_owned(),
+            json!({
+                "clients": clients,
+                "mib": mib,
+                "peak_mib": peak_mib,
+                "sampled_max_mib": sampled as f64 / 1024.0,
+                "aggregate_mb_s": bytes as f64 / 1e6 / wall,
+                "cpu_s_per_gb": cpu,
+            }),
+        );
+        Ok(())
+    }
+
+    fn target(
+        &mut self,
+        figure: String,
+        measured: String,
+        target: &'static str,
+        met: Option<bool>,
+    ) {
+        self.targets.push(TargetRow {
+            figure,
+            measured,
+            target,
+            met,
+        });
+    }
+
+    // === the end ===
+
+    fn finish(
+        mut self,
+        bin: &Path,
+        total_secs: f64,
+        load_before: &str,
+        usage: CpuUsage,
+    ) -> anyhow::Result<bool> {
+        let metrics = self.metrics();
+        println!();
+        println!("details:");
+        println!(
+            "  machine: {} CPUs, kernel {}, load average {} at start, {} at end",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim(),
+            load_before,
+            loadavg()
+        );
+        let tick = self.ticks_per_sec as f64;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let others = usage.busy.saturating_sub(usage.ours) as f64 / tick;
+        println!(
+            "  machine CPU over the run: {:.0} CPU-s busy of {:.0} available; this run's processes {:.0} CPU-s, other processes {others:.0} CPU-s ({:.0}% of the machine: the noise), steal {:.1} CPU-s",
+            usage.busy as f64 / tick,
+            cpus * usage.secs,
+            usage.ours as f64 / tick,
+            100.0 * others / (cpus * usage.secs),
+            usage.steal as f64 / tick
+        );
+        self.json.insert(
+            "noise_other_cpu_fraction".to_owned(),
+            json!(others / (cpus * usage.secs)),
+        );
+        println!(
+            "  pullcache {} (pid {}); client {}; nginx {}",
+            bin.display(),
+            self.pc().pid(),
+            curl::version(),
+            nginx::find().map_or_else(|| "not installed".to_owned(), |b| nginx::version(&b))
+        );
+        println!(
+            "  files: pullcache's data, nginx's cache and the served blob files on {}; curl writes bodies to {} (hashed after each transfer, untimed)",
+            self.dir.path().display(),
+            self.scratch.path().display()
+        );
+        println!(
+            "  CPU from /proc/<pid>/stat utime+stime at {} ticks/s; the in-process servers' from their threads' /proc/self/task/*/stat; MB = 10^6 bytes, GB = 10^9 bytes",
+            self.ticks_per_sec
+        );
+        println!(
+            "  ratios are per round (the baseline's time / this route's time, so > 1 is faster), then median (min–max); curl reported {}",
+            tally(&self.versions)
+        );
+        println!(
+            "  rustls ceiling: this benchmark's server, one tokio worker, tokio-rustls + aws-lc-rs, {} KiB reads, one write per read, Connection: close; {} connections served",
+            files::READ_CHUNK / 1024,
+            self.files.connections()
+        );
+        println!(
+            "  pullcache peak RSS (VmHWM) per phase{}: {}",
+            if self.peak_reset_works {
+                ", reset at each phase's start"
+            } else {
+                " (cumulative: the peak could not be reset)"
+            },
+            self.peaks
+                .iter()
+                .map(|(p, kib)| format!("{p} {:.1} MiB", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  phase wall times: {}; total {total_secs:.0} s",
+            self.phase_secs
+                .iter()
+                .map(|(p, s)| format!("{p} {s:.0} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  origin connections by ALPN: curl {}; pullcache {}; nginx {}",
+            tally(&self.origin.connections(Side::Direct)),
+            tally(&self.origin.connections(Side::Pullcache)),
+            tally(&self.origin.connections(Side::Nginx))
+        );
+        let other: usize = self
+            .origin
+            .requests(Side::Pullcache)
+            .iter()
+            .filter(|((m, _), _)| m != "GET" && m != "HEAD")
+            .map(|(_, n)| n)
+            .sum();
+        println!("  origin: other requests from pullcache: {other}");
+        for (i, earlier) in self.metrics_before_restart.iter().enumerate() {
+            println!("  pullcache /metrics before restart {}: {earlier}", i + 1);
+        }
+        println!("  pullcache /metrics: {metrics}");
+        match (&self.nginx, &self.nginx_missing) {
+            (Some(nginx), _) => {
+                println!("  nginx config (generated; everything not set here is nginx's default: sendfile off, output_buffers 2 32k, ssl_buffer_size 16k, proxy_buffers 8 4k|8k, proxy_buffering on):");
+                for line in nginx.config().lines() {
+                    println!("    | {line}");
+                }
+            }
+            (None, Some(why)) => println!("  nginx: not measured: {why}"),
+            (None, None) => {}
+        }
+
+        // The issue's targets next to what was measured.
+        println!();
+        println!(
+            "summary (targets are the issue's, for reference only; nothing here is asserted):"
+        );
+        let width = self
+            .targets
+            .iter()
+            .map(|r| r.figure.chars().count())
+            .max()
+            .unwrap_or(10);
+        println!(
+            "  {:<width$}  {:<26}  {:<11}  meets",
+            "figure", "measured", "target"
+        );
+        for row in &self.targets {
+            let met = match row.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            };
+            println!(
+                "  {:<width$}  {:<26}  {:<11}  {met}",
+                row.figure, row.measured, row.target
+            );
+        }
+        if self.nginx.is_none() {
+            println!(
+                "  (nginx baselines not measured: {})",
+                self.nginx_missing.as_deref().unwrap_or("?")
+            );
+        }
+        let correct = self.failures.0.is_empty();
+        if correct {
+            println!("correctness: every body matched its digest and length; pullcache fetched every blob from the origin exactly once, exactly its size");
+        } else {
+            println!("correctness: FAILED");
+            for problem in &self.failures.0 {
+                println!("  - {problem}");
+            }
+        }
+        self.json.insert("correct".to_owned(), json!(correct));
+        self.json.insert("total_s".to_owned(), json!(total_secs));
+        println!(
+            "SPEED-RESULT {}",
+            Value::Object(std::mem::take(&mut self.json))
+        );
+        Ok(correct)
+    }
+
+    /// pullcache's own counters, from `/metrics` (plain HTTP on its port).
+    fn metrics(&self) -> String {
+        let output = Command::new(support::client::curl_program())
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .args(["-q", "-s", "--max-time", "10", "--noproxy", "*"])
+            .arg(format!("http://{}/metrics", self.pullcache_addr()))
+            .stdin(Stdio::null())
+            .output();
+        let Ok(output) = output else {
+            return "unavailable".to_owned();
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let counters: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("pullcache_") && !l.ends_with(" 0"))
+            .map(|l| l.trim_start_matches("pullcache_").replace(' ', "="))
+            .collect();
+        if counters.is_empty() {
+            "no non-zero counters".to_owned()
+        } else {
+            counters.join(", ")
+        }
+    }
+}
+
+/// A download through pullcache at `addr`.
+fn proxied<'a>(addr: SocketAddr, host: &'a str, path: &'a str, ca: &'a Path) -> Get<'a> {
+    Get {
+        via: Via::Proxy(addr),
+        host,
+        path,
+        ca,
+    }
+}
+
+/// `r0.test` (warm) then `r1.test` … `r<rounds>.test`.
+fn ttfb_hosts(rounds: usize) -> Vec<String> {
+    (0..=rounds).map(|i| format!("r{i}.test")).collect()
+}
+
+fn sync_disks() {
+    let _ = Command::new("sync").stdin(Stdio::null()).status();
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cache.outcome` counts of pullcache's "served" lines for `path`.
+fn outcomes_for(lines: &[String], path: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|token| token.strip_prefix(key))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        if field("http.path=").as_deref() == Some(path) {
+            if let Some(outcome) = field("cache.outcome=") {
+                *counts.entry(outcome).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `a×2, b×1`.
+fn tally(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn ratio_text(ratio: &Summary) -> String {
+    format!("{:.2}× ({:.2}–{:.2})", ratio.median, ratio.min, ratio.max)
+}
+
+/// A phase's table: per route the median time with min–max, MB/s, server
+/// CPU-s/GB, and its throughput relative to each baseline.
+fn print_section(
+    title: &str,
+    routes: &[(&str, &Series)],
+    baselines: &[(&str, &Series)],
+    ticks_per_sec: u64,
+    cpu_note: &str,
+) {
+    println!();
+    println!("{title}");
+    let mut header = format!(
+        "   {:<24} {:>9}   {:<17} {:>6}   {:>8}   {:>8}",
+        "", "median", "min–max", "MB/s", "CPU-s/GB", "curl's"
+    );
+    for (name, _) in baselines {
+        header.push_str(&format!("   {:<18}", format!("vs {name}")));
+    }
+    println!("{header}");
+    for (label, series) in routes {
+        if series.is_empty() {
+            continue;
+        }
+        let s = series.summary();
+        let mut line = format!(
+            "   {label:<24} {:>7.3} s   {:<17} {:>6.0}   {:>8}   {:>8}",
+            s.median,
+            format!("{:.3}–{:.3} s", s.min, s.max),
+            series.mb_per_s(),
+            fmt_opt(series.cpu_per_gb(ticks_per_sec), 2),
+            fmt_opt(series.client_cpu_per_gb(ticks_per_sec), 2)
+        );
+        for (_, baseline) in baselines {
+            let r = series.speed_ratio(baseline);
+            line.push_str(&format!(
+                "   {:<18}",
+                format!("{:.2} ({:.2}–{:.2})", r.median, r.min, r.max)
+            ));
+        }
+        println!("{line}");
+    }
+    println!("   {cpu_note}; curl's: the clients' own CPU-s/GB, process start-up included (a curl near 1 CPU-s per wall second bounds its download)");
+}
+
+/// Every round's time per route, in order.
+fn print_rounds(routes: &[(&str, &Series)]) {
+    println!("   per round (s):");
+    for (label, series) in routes {
+        let times: Vec<String> = series.secs.iter().map(|s| format!("{s:.3}")).collect();
+        println!("     {label:<24} {}", times.join("  "));
+    }
+}
