@@ -110,11 +110,6 @@ impl ConnectTarget {
         }
     }
 
-    /// The authority as it goes into a URI (`[::1]:443` for IPv6).
-    pub fn authority(&self) -> String {
-        self.to_string()
-    }
-
     /// The authority as it goes into an `https://` URI: the port is left
     /// out when it is the default, so it reads as clients write it.
     pub fn https_authority(&self) -> String {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
@@ -23,7 +23,6 @@ use crate::registry::access::https_uri;
 use crate::registry::digest::Digest;
 use crate::registry::media::OCTET_STREAM;
 use crate::registry::route::RepoName;
-use crate::registry::serve::USER_AGENT;
 use crate::State;
 
 /// The most bytes gathered while a write is still running; past it the
@@ -120,11 +119,7 @@ async fn run_fill(
         return Ok(info.size);
     }
     let uri = https_uri(registry, path).map_err(|e| FillError::Upstream(e.to_string()))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-    if let Some(authorization) = state.access.authorization(registry, name).await {
-        headers.insert(header::AUTHORIZATION, authorization);
-    }
+    let headers = state.access.own_headers(registry, name).await;
     let fetcher = &state.fetcher;
     let had_token = headers.contains_key(header::AUTHORIZATION);
     let mut response = fetcher

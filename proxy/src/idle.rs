@@ -72,11 +72,6 @@ impl<S> Tracked<S> {
     pub fn new(inner: S, activity: Activity) -> Self {
         Tracked { inner, activity }
     }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use super::challenge::Challenge;
-use super::fetch::Fetcher;
+use super::fetch::{Fetcher, USER_AGENT};
 use super::route::RepoName;
 use crate::cache::{is_fresh, Cache};
 use crate::error::ProxyError;
@@ -141,6 +141,17 @@ impl Access {
                 None
             }
         }
+    }
+
+    /// Headers for pullcache's own request to a public repository: who we
+    /// are, and an anonymous token when the registry wants one.
+    pub async fn own_headers(&self, registry: &str, name: &RepoName) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Some(authorization) = self.authorization(registry, name).await {
+            headers.insert(header::AUTHORIZATION, authorization);
+        }
+        headers
     }
 
     /// Drops a token the registry refused, so the next call fetches anew.

@@ -17,6 +17,9 @@ use crate::body;
 use crate::error::ProxyError;
 use crate::upstream::UpstreamClient;
 
+/// How pullcache introduces itself on its own upstream requests.
+pub const USER_AGENT: &str = concat!("pullcache/", env!("CARGO_PKG_VERSION"));
+
 /// The most redirects followed for one fetch.
 pub const MAX_REDIRECTS: usize = 5;
 

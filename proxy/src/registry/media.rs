@@ -47,8 +47,8 @@ pub fn accepts(accept: Option<&str>, media_type: &str) -> bool {
     })
 }
 
-/// The media type without parameters, lowercased.
-fn essence(media_type: &str) -> &str {
+/// The media type without parameters (`a/b; charset=x` → `a/b`).
+pub fn essence(media_type: &str) -> &str {
     media_type.split(';').next().unwrap_or("").trim()
 }
 

@@ -164,20 +164,15 @@ impl Cacheable<'_> {
 
     /// Headers for pullcache's own request to upstream for this repository.
     async fn upstream_headers(&self, accept: bool) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+        let mut headers = self
+            .state
+            .access
+            .own_headers(&self.registry, &self.name)
+            .await;
         if accept {
             for value in self.req.headers().get_all(header::ACCEPT) {
                 headers.append(header::ACCEPT, value.clone());
             }
-        }
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Some(authorization) = self
-            .state
-            .access
-            .authorization(&self.registry, &self.name)
-            .await
-        {
-            headers.insert(header::AUTHORIZATION, authorization);
         }
         headers
     }
@@ -200,9 +195,6 @@ impl Cacheable<'_> {
         Ok(response)
     }
 }
-
-/// How pullcache introduces itself on its own upstream requests.
-pub const USER_AGENT: &str = concat!("pullcache/", env!("CARGO_PKG_VERSION"));
 
 async fn pass(
     state: &Arc<State>,
@@ -484,11 +476,7 @@ fn resume_from_upstream(
             (state.clone(), registry.clone(), name.clone(), path.clone());
         Box::pin(async move {
             let uri = https_uri(&registry, &path)?;
-            let mut headers = HeaderMap::new();
-            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-            if let Some(authorization) = state.access.authorization(&registry, &name).await {
-                headers.insert(header::AUTHORIZATION, authorization);
-            }
+            let mut headers = state.access.own_headers(&registry, &name).await;
             let range = if end == u64::MAX {
                 format!("bytes={from}-")
             } else {
@@ -665,7 +653,7 @@ async fn head_tag_upstream(request: Cacheable<'_>, key: &str) -> Answer {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+            .map(|v| media::essence(v).to_owned());
         if let (Some(digest), Some(media_type)) = (digest, media_type) {
             request.state.cache.put_tag(key, &digest, &media_type).await;
         }
@@ -749,7 +737,7 @@ async fn fetch_manifest(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+        .map(|v| media::essence(v).to_owned())
         .filter(|v| !v.is_empty());
     let announced = response
         .headers()
