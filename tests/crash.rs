@@ -18,7 +18,7 @@ use crate::support::bin::pullcache_command;
 use crate::support::image::{random_bytes, OciImage};
 use crate::support::registry::{cached_blob_path, proxy_for, RealRegistry};
 use crate::support::reliability::record;
-use crate::support::skopeo::{assert_pulled, pull_via_proxy, push, read_pulled, PulledDir};
+use crate::support::skopeo::{pull_ok, pull_via_proxy, push, PulledDir};
 use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy};
 
 const KIB: usize = 1024;
@@ -156,18 +156,6 @@ fn assert_image(pulled: &PulledDir, image: &OciImage, what: &str) {
     );
 }
 
-fn pull_ok(proxy: &TestProxy, reference: &str) -> (tempfile::TempDir, PulledDir) {
-    let tmp = tempfile::Builder::new()
-        .prefix("e2e-pulled")
-        .tempdir()
-        .expect("pull tempdir");
-    let dest = tmp.path().join("image");
-    let out = pull_via_proxy(proxy, reference, &dest, false);
-    assert_pulled(&out, reference);
-    let pulled = read_pulled(&dest);
-    (tmp, pulled)
-}
-
 #[test]
 fn kill_9_during_concurrent_fills_leaves_a_clean_cache() {
     const PULLS: usize = 20;
@@ -292,7 +280,7 @@ fn kill_9_during_concurrent_fills_leaves_a_clean_cache() {
     // Every image, whatever its round left behind, now pulls whole.
     for image in &images {
         let reference = format!("{repo}:{}", image.tag());
-        let (_dir, pulled) = pull_ok(&proxy, &reference);
+        let (_dir, pulled) = pull_ok(&proxy, &reference, false);
         assert_image(
             &pulled,
             image,
@@ -315,7 +303,7 @@ fn cache_verify_finds_a_flipped_byte_and_the_blob_is_fetched_again() {
     push(&image, &registry, &ca, repo);
     let mut proxy = start_proxy(&ca, &registry);
     let reference = format!("{repo}:v1");
-    let (_d1, first) = pull_ok(&proxy, &reference);
+    let (_d1, first) = pull_ok(&proxy, &reference, false);
     assert_image(&first, &image, "first pull");
 
     let status = proxy.terminate(Duration::from_secs(15));
@@ -353,7 +341,7 @@ fn cache_verify_finds_a_flipped_byte_and_the_blob_is_fetched_again() {
             failure.logs.join("\n")
         )
     });
-    let (_d2, second) = pull_ok(&proxy, &reference);
+    let (_d2, second) = pull_ok(&proxy, &reference, false);
     assert_image(&second, &image, "pull after the corrupt layer was removed");
     registry.settle();
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::image::{Blob, OciImage, OCI_MANIFEST};
 use crate::support::registry::{blob_url, manifest_url, proxied_curl, proxy_for, RealRegistry};
 use crate::support::skopeo::{
-    assert_pulled, pull_direct, pull_via_proxy, push, read_pulled, PulledDir,
+    assert_pulled, pull_direct, pull_ok, pull_via_proxy, push, read_pulled, PulledDir,
 };
 use crate::support::{TestCa, TestProxy, REGISTRY_HOST};
 
@@ -64,18 +64,6 @@ fn assert_each_blob_fetched_once(registry: &RealRegistry, image: &OciImage, repo
             registry.access_summary()
         );
     }
-}
-
-fn pull_ok(proxy: &TestProxy, reference: &str, all: bool) -> (tempfile::TempDir, PulledDir) {
-    let tmp = tempfile::Builder::new()
-        .prefix("e2e-pulled")
-        .tempdir()
-        .expect("pull tempdir");
-    let dest = tmp.path().join("image");
-    let out = pull_via_proxy(proxy, reference, &dest, all);
-    assert_pulled(&out, reference);
-    let pulled = read_pulled(&dest);
-    (tmp, pulled)
 }
 
 /// The harness on its own, without pullcache: a pushed image is in the

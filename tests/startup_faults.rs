@@ -12,7 +12,7 @@ use crate::support::bin::pullcache_command;
 use crate::support::image::{sha256_digest, OciImage};
 use crate::support::registry::{proxy_for, RealRegistry};
 use crate::support::reliability::record;
-use crate::support::skopeo::{assert_pulled, pull_via_proxy, push, read_pulled, PulledDir};
+use crate::support::skopeo::{self, push, PulledDir};
 use crate::support::{run_bounded, BoundedOutput, ProxyConfig, TestCa, TestProxy};
 
 const KIB: usize = 1024;
@@ -23,15 +23,8 @@ fn start_proxy(ca: &TestCa, registry: &RealRegistry) -> TestProxy {
     proxy_for(ca, registry, "5m")
 }
 
-fn pull_ok(proxy: &TestProxy, reference: &str, image: &OciImage) -> PulledDir {
-    let tmp = tempfile::Builder::new()
-        .prefix("e2e-pulled")
-        .tempdir()
-        .expect("pull tempdir");
-    let dest = tmp.path().join("image");
-    let out = pull_via_proxy(proxy, reference, &dest, false);
-    assert_pulled(&out, reference);
-    let pulled = read_pulled(&dest);
+fn pull_checked(proxy: &TestProxy, reference: &str, image: &OciImage) -> PulledDir {
+    let (_dir, pulled) = skopeo::pull_ok(proxy, reference, false);
     let expected: std::collections::BTreeMap<String, u64> = image
         .blobs()
         .iter()
@@ -59,7 +52,7 @@ fn damage_index_between_pulls(
     push(&image, &registry, &ca, &repo);
     let mut proxy = start_proxy(&ca, &registry);
     let reference = format!("{repo}:v1");
-    pull_ok(&proxy, &reference, &image);
+    pull_checked(&proxy, &reference, &image);
 
     let status = proxy.terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "SIGTERM: {status:?}");
@@ -73,7 +66,7 @@ fn damage_index_between_pulls(
     });
 
     registry.reset_counts();
-    pull_ok(&proxy, &reference, &image);
+    pull_checked(&proxy, &reference, &image);
     registry.settle();
     (proxy, registry, image)
 }

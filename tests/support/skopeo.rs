@@ -210,3 +210,22 @@ pub(crate) fn read_pulled(dest: &Path) -> PulledDir {
         top_manifest: top_manifest.expect("pulled dir has manifest.json"),
     }
 }
+
+/// Pulls `reference` through `proxy` into a fresh directory (`--all` for
+/// an index), asserts skopeo succeeded, and reads back what it wrote. The
+/// directory lives as long as the returned guard.
+pub(crate) fn pull_ok(
+    proxy: &TestProxy,
+    reference: &str,
+    all: bool,
+) -> (tempfile::TempDir, PulledDir) {
+    let tmp = tempfile::Builder::new()
+        .prefix("e2e-pulled")
+        .tempdir()
+        .expect("pull tempdir");
+    let dest = tmp.path().join("image");
+    let out = pull_via_proxy(proxy, reference, &dest, all);
+    assert_pulled(&out, reference);
+    let pulled = read_pulled(&dest);
+    (tmp, pulled)
+}
