@@ -15,6 +15,15 @@
 //! digest or length, or pullcache fetching a blob from the origin other
 //! than exactly once and exactly its size) or the run cannot go on.
 //!
+//! Timed curl downloads write their bodies to `/dev/null` and are checked
+//! for HTTP 200 and length only: writing 256 MiB to a file, even on tmpfs,
+//! costs curl about 0.29 CPU-s (≈ 1.1 CPU-s/GB, more than its TLS decrypt),
+//! which made curl the bottleneck of every route. Digests are checked on
+//! untimed downloads through the same routes instead: before the timed
+//! rounds of the hit and tunnel phases, and after each miss round (the same
+//! digest again through pullcache and nginx's cache) and each concurrent
+//! cold batch.
+//!
 //! Run it with `benches/speed.sh` (installs nginx if missing and root,
 //! builds the release binary). The environment tunes it; see `Settings`
 //! and docs/benchmarks.md.
@@ -251,7 +260,8 @@ struct Bench {
     ticks_per_sec: u64,
     /// On disk: pullcache's data, nginx's cache, the served files.
     dir: tempfile::TempDir,
-    /// On tmpfs when there is one: curl's output files.
+    /// On tmpfs when there is one: the bodies of the untimed, verified
+    /// downloads (timed ones go to `/dev/null`).
     scratch: tempfile::TempDir,
     www: PathBuf,
     ca: TestCa,
@@ -283,6 +293,11 @@ struct Bench {
     phase_secs: Vec<(String, f64)>,
     /// HTTP versions curl reported, with counts.
     versions: BTreeMap<String, usize>,
+    /// Downloads with their bodies to `/dev/null` (every timed one, and the
+    /// concurrent phase's warm-up batch), length checked.
+    null_downloads: usize,
+    /// Bodies whose digest was checked, by route, in the order first seen.
+    verified_routes: Vec<(String, usize)>,
 }
 
 /// A row of the final table.
@@ -491,6 +506,8 @@ impl Bench {
             peak_reset_works,
             phase_secs: Vec::new(),
             versions: BTreeMap::new(),
+            null_downloads: 0,
+            verified_routes: Vec::new(),
         })
     }
 
@@ -596,40 +613,84 @@ impl Bench {
             .expect("one blob was asked for")
     }
 
-    /// Downloads by `get` into the scratch file, metering `meter`; then,
-    /// untimed, checks length and digest and deletes the file. Returns
-    /// curl's timing and the server's CPU ticks.
-    fn fetch(
+    /// Runs one curl download with its body going to `out`; tallies the HTTP
+    /// version and notes curl's own CPU ticks in the timing.
+    fn curl(&mut self, get: &Get<'_>, out: &Path, label: &str) -> anyhow::Result<Timing> {
+        let client_before = procfs::children_ticks();
+        let mut timing = get.run(out).with_context(|| label.to_owned())?;
+        timing.client_ticks = procfs::children_ticks().saturating_sub(client_before);
+        *self
+            .versions
+            .entry(format!("HTTP/{}", timing.http_version))
+            .or_default() += 1;
+        Ok(timing)
+    }
+
+    /// A timed download, metering `meter`: curl writes the body to
+    /// `/dev/null` (writing it to a file, even on tmpfs, costs curl about
+    /// 1.1 CPU-s/GB and made curl the bottleneck of every route), so only
+    /// HTTP 200 and curl's byte count are checked here; digests are checked
+    /// on untimed downloads ([`Bench::verified`]). Returns curl's timing and
+    /// the server's CPU ticks.
+    fn timed(
         &mut self,
         get: &Get<'_>,
         meter: Option<Meter>,
         expect: &Expect,
         label: &str,
     ) -> anyhow::Result<(Timing, Option<u64>)> {
-        let out = self.scratch.path().join("body.bin");
         let before = meter.map(Meter::ticks);
-        let client_before = procfs::children_ticks();
-        let mut timing = get.run(&out).with_context(|| label.to_owned())?;
-        timing.client_ticks = procfs::children_ticks().saturating_sub(client_before);
-        *self
-            .versions
-            .entry(format!("HTTP/{}", timing.http_version))
-            .or_default() += 1;
+        let timing = self.curl(get, Path::new("/dev/null"), label)?;
         let ticks = meter.zip(before).map(|(m, b)| m.ticks().saturating_sub(b));
-        self.check_file(&out, timing.bytes, expect, label)?;
+        self.null_downloads += 1;
+        self.check_length(timing.bytes, expect, label);
         Ok((timing, ticks))
     }
 
-    fn check_file(
+    /// An untimed download that checks the body: written to the scratch file
+    /// (tmpfs when there is one), hashed, its length and digest checked, the
+    /// file deleted. `route` names what it went through, for the report's
+    /// correctness line.
+    fn verified(
         &mut self,
-        out: &Path,
-        bytes: u64,
+        get: &Get<'_>,
         expect: &Expect,
+        route: &str,
         label: &str,
     ) -> anyhow::Result<()> {
-        let got = sha256_file(out)?;
-        std::fs::remove_file(out).with_context(|| format!("cannot remove {}", out.display()))?;
-        self.check_body(&got, bytes, expect, label);
+        let out = self.scratch.path().join("body.bin");
+        let timing = self.curl(get, &out, label)?;
+        let hex = sha256_file(&out)?;
+        std::fs::remove_file(&out).with_context(|| format!("cannot remove {}", out.display()))?;
+        self.check_body(&hex, timing.bytes, expect, label);
+        self.note_verified(route, 1);
+        Ok(())
+    }
+
+    /// Counts `n` bodies whose digest was checked on `route`.
+    fn note_verified(&mut self, route: &str, n: usize) {
+        match self.verified_routes.iter_mut().find(|(r, _)| r == route) {
+            Some((_, count)) => *count += n,
+            None => self.verified_routes.push((route.to_owned(), n)),
+        }
+    }
+
+    /// One untimed, verified download per route, in order.
+    fn verify_routes(
+        &mut self,
+        name: &str,
+        routes: &[Route<'_>],
+        expect: &Expect,
+    ) -> anyhow::Result<()> {
+        for route in routes {
+            let label = format!("{name} {} (verification)", route.label);
+            self.verified(
+                &route.get,
+                expect,
+                &format!("{name}: {}", route.label),
+                &label,
+            )?;
+        }
         Ok(())
     }
 
@@ -640,6 +701,10 @@ impl Bench {
                 expect.hex
             ));
         }
+        self.check_length(bytes, expect, label);
+    }
+
+    fn check_length(&mut self, bytes: u64, expect: &Expect, label: &str) {
         if bytes != expect.size {
             self.failures.add(format!(
                 "{label}: {bytes} bytes downloaded, the blob has {}",
@@ -687,9 +752,9 @@ impl Bench {
 
     /// A blob of `mib` MiB that pullcache has cached and that nginx and the
     /// rustls file server serve as a file, made on first use: generated,
-    /// written under `www`, fetched once through pullcache (and committed),
-    /// then dropped from the origin; one untimed download from each server
-    /// warms them up.
+    /// written under `www`, fetched once through pullcache (untimed,
+    /// verified, committed), then dropped from the origin. The phases that
+    /// time it verify (and so warm up) their own routes first.
     fn hit_blob(&mut self, mib: usize) -> anyhow::Result<Expect> {
         let size = (mib * MIB) as u64;
         if let Some(expect) = self.hit_blobs.get(&size) {
@@ -707,41 +772,17 @@ impl Bench {
 
         let label = format!("priming {mib} MiB");
         let pullcache_ca = self.pullcache_ca.clone();
-        let via_pullcache = Get {
-            via: Via::Proxy(self.pullcache_addr()),
-            host: REGISTRY_HOST,
-            path: &path,
-            ca: &pullcache_ca,
-        };
-        self.fetch(&via_pullcache, None, &expect, &label)?;
+        let via_pullcache = proxied(self.pullcache_addr(), REGISTRY_HOST, &path, &pullcache_ca);
+        self.verified(&via_pullcache, &expect, "priming: pullcache miss", &label)?;
         self.wait_committed(&expect.hex, &label);
         self.origin.remove(&expect.hex);
         self.check_fetched_once(&expect, &label);
-
-        // Warm-up, untimed: a hit, and each server once.
-        let ca = self.ca.pem_path().to_path_buf();
-        self.fetch(
-            &via_pullcache,
-            None,
-            &expect,
-            &format!("warm-up hit {mib} MiB"),
-        )?;
-        let mut servers = vec![self.files.addr()];
-        servers.extend(self.nginx.as_ref().map(Nginx::static_addr));
-        for addr in servers {
-            let get = Get {
-                via: Via::Direct(addr),
-                host: REGISTRY_HOST,
-                path: &path,
-                ca: &ca,
-            };
-            self.fetch(&get, None, &expect, &format!("warm-up {addr} {mib} MiB"))?;
-        }
         self.hit_blobs.insert(size, expect.clone());
         Ok(expect)
     }
 
-    /// Runs `rounds` rounds of `routes` in order, each download checked.
+    /// Runs `rounds` rounds of `routes` in order, timed (bodies to
+    /// `/dev/null`, lengths checked).
     fn interleave(
         &mut self,
         name: &str,
@@ -754,7 +795,7 @@ impl Bench {
             let mut line = Vec::new();
             for (route, series) in routes.iter().zip(&mut series) {
                 let label = format!("{name} round {round} {}", route.label);
-                let (timing, ticks) = self.fetch(&route.get, route.meter, expect, &label)?;
+                let (timing, ticks) = self.timed(&route.get, route.meter, expect, &label)?;
                 series.push(timing.total, ticks);
                 series.add_client(timing.client_ticks);
                 line.push(format!("{} {:.3} s", route.label, timing.total));
@@ -809,8 +850,11 @@ impl Bench {
             .map(|r| format!("{}: {}", r.label, r.get.describe_tls()))
             .collect();
         let rounds = self.settings.rounds;
+        let name = format!("hit {mib} MiB");
         let before = self.origin.gets(Side::Pullcache, &expect.hex);
-        let series = self.interleave(&format!("hit {mib} MiB"), rounds, &routes, &expect)?;
+        // Untimed: one verified download per route (also their warm-up).
+        self.verify_routes(&name, &routes, &expect)?;
+        let series = self.interleave(&name, rounds, &routes, &expect)?;
         let after = self.origin.gets(Side::Pullcache, &expect.hex);
         if after != before {
             self.failures.add(format!(
@@ -921,47 +965,62 @@ impl Bench {
                 ca: &ca,
             };
             let meter = Some(Meter::Threads("speed-origin"));
-            let (t, ticks) = self.fetch(&direct, meter, &expect, &format!("{name} direct"))?;
+            let (t, ticks) = self.timed(&direct, meter, &expect, &format!("{name} direct"))?;
             series[0].push(t.total, ticks);
             series[0].add_client(t.client_ticks);
 
             // pullcache's CPU is counted up to its commit log line, so the
             // verify, fsync and rename after the client's last byte are in.
-            let via = Get {
-                via: Via::Proxy(pullcache_addr),
-                host: REGISTRY_HOST,
-                path: &path,
-                ca: &pullcache_ca,
-            };
-            let out = self.scratch.path().join("body.bin");
+            // A body whose digest does not match is aborted, so curl fails.
+            let via = proxied(pullcache_addr, REGISTRY_HOST, &path, &pullcache_ca);
             let meter = self.pullcache_meter();
             let before = meter.ticks();
-            let client_before = procfs::children_ticks();
-            let t = via.run(&out).with_context(|| format!("{name} pullcache"))?;
-            series[1].add_client(procfs::children_ticks().saturating_sub(client_before));
+            let (t, _) = self.timed(&via, None, &expect, &format!("{name} pullcache"))?;
             let finished = Instant::now();
             self.wait_committed(&expect.hex, &format!("{name} pullcache"));
             commit_lags.push(finished.elapsed().as_secs_f64());
             let ticks = meter.ticks().saturating_sub(before);
-            self.check_file(&out, t.bytes, &expect, &format!("{name} pullcache"))?;
-            self.check_fetched_once(&expect, &format!("{name} pullcache"));
             series[1].push(t.total, Some(ticks));
+            series[1].add_client(t.client_ticks);
 
-            if let Some((addr, pid)) = nginx {
+            // nginx verifies nothing; its body is checked below.
+            let via_nginx = nginx.map(|(addr, pid)| {
                 let get = Get {
                     via: Via::Direct(addr),
                     host: REGISTRY_HOST,
                     path: &path,
                     ca: &ca,
                 };
-                let (t, ticks) = self.fetch(
-                    &get,
-                    Some(Meter::Process(pid)),
+                (get, pid)
+            });
+            if let Some((get, pid)) = &via_nginx {
+                let (t, ticks) = self.timed(
+                    get,
+                    Some(Meter::Process(*pid)),
                     &expect,
                     &format!("{name} nginx"),
                 )?;
                 series[2].push(t.total, ticks);
                 series[2].add_client(t.client_ticks);
+            }
+
+            // Untimed: the same digest once more through each cache (a hit
+            // now), hashed. The blob is still at the origin, so a cache that
+            // fetched it again would be counted below, not fail here.
+            self.verified(
+                &via,
+                &expect,
+                "miss: pullcache, the blob again after its miss",
+                &format!("{name} pullcache (verification)"),
+            )?;
+            self.check_fetched_once(&expect, &format!("{name} pullcache"));
+            if let Some((get, _)) = &via_nginx {
+                self.verified(
+                    get,
+                    &expect,
+                    "miss: nginx proxy_cache, the blob again after its miss",
+                    &format!("{name} nginx (verification)"),
+                )?;
                 nginx_fetches.push(self.origin.gets(Side::Nginx, &expect.hex));
             }
             self.origin.remove(&expect.hex);
@@ -1002,7 +1061,7 @@ impl Bench {
         );
         if nginx.is_some() {
             println!(
-                "   nginx fetched each round's blob from the origin: {:?} times (proxy_cache, no fsync)",
+                "   nginx fetched each round's blob from the origin: {:?} times, counted after the untimed second download (proxy_cache, no fsync)",
                 nginx_fetches
             );
         }
@@ -1053,71 +1112,31 @@ impl Bench {
 
     // === phase 3: concurrent misses vs concurrent hits ===
 
-    /// Starts `clients` curl downloads of `path` through pullcache at once;
-    /// returns the wall time until the last finished, and each one's output
-    /// file and timing.
-    fn batch(
-        &mut self,
-        path: &str,
-        clients: usize,
-        label: &str,
-    ) -> anyhow::Result<(f64, Vec<(PathBuf, Timing)>)> {
+    /// Starts `clients` timed curl downloads of `expect` through pullcache
+    /// at once (bodies to `/dev/null`, lengths checked); returns the wall
+    /// time until the last finished.
+    fn batch(&mut self, expect: &Expect, clients: usize, label: &str) -> anyhow::Result<f64> {
+        let path = expect.path();
         let pullcache_ca = self.pullcache_ca.clone();
-        let get = Get {
-            via: Via::Proxy(self.pullcache_addr()),
-            host: REGISTRY_HOST,
-            path,
-            ca: &pullcache_ca,
-        };
-        let outs: Vec<PathBuf> = (0..clients)
-            .map(|i| self.scratch.path().join(format!("client-{i}.bin")))
-            .collect();
+        let get = proxied(self.pullcache_addr(), REGISTRY_HOST, &path, &pullcache_ca);
         let started = Instant::now();
-        let children = outs
-            .iter()
-            .map(|out| get.spawn(out))
+        let children = (0..clients)
+            .map(|_| get.spawn(Path::new("/dev/null")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut results = Vec::with_capacity(clients);
-        for (child, out) in children.into_iter().zip(outs) {
-            let timing = curl::finish(child, path).with_context(|| label.to_owned())?;
+        let mut timings = Vec::with_capacity(clients);
+        for child in children {
+            timings.push(curl::finish(child, &path).with_context(|| label.to_owned())?);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        for (i, timing) in timings.iter().enumerate() {
             *self
                 .versions
                 .entry(format!("HTTP/{}", timing.http_version))
                 .or_default() += 1;
-            results.push((out, timing));
+            self.null_downloads += 1;
+            self.check_length(timing.bytes, expect, &format!("{label} client {i}"));
         }
-        Ok((started.elapsed().as_secs_f64(), results))
-    }
-
-    /// Checks every file of a batch (on two threads), then deletes them.
-    fn check_batch(
-        &mut self,
-        results: &[(PathBuf, Timing)],
-        expect: &Expect,
-        label: &str,
-    ) -> anyhow::Result<()> {
-        let hexes: Vec<anyhow::Result<String>> = std::thread::scope(|scope| {
-            let halves: Vec<_> = results
-                .chunks(results.len().div_ceil(2).max(1))
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(out, _)| sha256_file(out))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            halves
-                .into_iter()
-                .flat_map(|h| h.join().expect("hashing thread"))
-                .collect()
-        });
-        for (i, ((out, timing), hex)) in results.iter().zip(hexes).enumerate() {
-            let hex = hex?;
-            std::fs::remove_file(out)?;
-            self.check_body(&hex, timing.bytes, expect, &format!("{label} client {i}"));
-        }
-        Ok(())
+        Ok(wall)
     }
 
     fn concurrent_phase(&mut self) -> anyhow::Result<()> {
@@ -1125,49 +1144,65 @@ impl Bench {
         let mib = self.settings.concurrent_mib;
         let rounds = self.settings.concurrent_rounds;
         let hit = self.hit_blob(mib)?;
-        let hit_path = hit.path();
         let size = (mib * MIB) as u64;
         let mut cold = Series::new(size * clients as u64);
         let mut warm = Series::new(size * clients as u64);
         let mut cold_outcomes: BTreeMap<String, usize> = BTreeMap::new();
         let mut fetched = Vec::new();
         let meter = self.pullcache_meter();
-        // Untimed warm-up: one batch of hits (tmpfs pages, curl, pullcache's
-        // threads), so the first round is not also the first of its kind.
-        let (_, results) = self.batch(&hit_path, clients, "concurrent warm-up")?;
-        self.check_batch(&results, &hit, "concurrent warm-up")?;
+        let addr = self.pullcache_addr();
+        let pullcache_ca = self.pullcache_ca.clone();
+        // Untimed warm-up: one batch of hits (curl, pullcache's threads), so
+        // the first round is not also the first of its kind; then one
+        // verified hit.
+        self.batch(&hit, clients, "concurrent warm-up")?;
+        let hit_path = hit.path();
+        self.verified(
+            &proxied(addr, REGISTRY_HOST, &hit_path, &pullcache_ca),
+            &hit,
+            "concurrent: pullcache hit",
+            "concurrent warm-up (verification)",
+        )?;
         for round in 1..=rounds {
             let blob = self.generate(mib * MIB);
             let expect = Expect::of(&blob);
             self.origin.add(&expect.hex, blob.bytes.clone());
             drop(blob);
+            let path = expect.path();
             let name = format!("concurrent round {round}");
 
             let before = meter.ticks();
             let client_before = procfs::children_ticks();
-            let (wall, results) = self.batch(&expect.path(), clients, &format!("{name} cold"))?;
+            let wall = self.batch(&expect, clients, &format!("{name} cold"))?;
             cold.add_client(procfs::children_ticks().saturating_sub(client_before));
             self.wait_committed(&expect.hex, &format!("{name} cold"));
             cold.push(wall, Some(meter.ticks().saturating_sub(before)));
-            self.check_batch(&results, &expect, &format!("{name} cold"))?;
+            // Before the verification below adds a hit of its own.
+            for (outcome, n) in outcomes_for(&self.pc().logs().lines(), &path) {
+                *cold_outcomes.entry(outcome).or_default() += n;
+            }
+            // Untimed: the blob once more (a hit now), hashed, while the
+            // origin still has it, so a refetch would be counted.
+            self.verified(
+                &proxied(addr, REGISTRY_HOST, &path, &pullcache_ca),
+                &expect,
+                "concurrent: pullcache, each cold blob again after its batch",
+                &format!("{name} cold (verification)"),
+            )?;
             self.check_fetched_once(&expect, &format!("{name} cold ({clients} clients)"));
             fetched.push(format!(
                 "{}× {} bytes",
                 self.origin.gets(Side::Pullcache, &expect.hex),
                 self.origin.bytes_served(Side::Pullcache, &expect.hex)
             ));
-            for (outcome, n) in outcomes_for(&self.pc().logs().lines(), &expect.path()) {
-                *cold_outcomes.entry(outcome).or_default() += n;
-            }
             self.origin.remove(&expect.hex);
             sync_disks();
 
             let before = meter.ticks();
             let client_before = procfs::children_ticks();
-            let (wall, results) = self.batch(&hit_path, clients, &format!("{name} hits"))?;
+            let wall = self.batch(&hit, clients, &format!("{name} hits"))?;
             warm.add_client(procfs::children_ticks().saturating_sub(client_before));
             warm.push(wall, Some(meter.ticks().saturating_sub(before)));
-            self.check_batch(&results, &hit, &format!("{name} hits"))?;
             eprintln!(
                 "  {name}/{rounds}: {clients} cold {:.3} s, {clients} hits {:.3} s",
                 cold.secs[round - 1],
@@ -1231,7 +1266,7 @@ impl Bench {
                 meter: None,
             },
             Route {
-                label: "tunnel",
+                label: "pullcache tunnel",
                 get: Get {
                     via: Via::Proxy(self.pullcache_addr()),
                     host: TUNNEL_HOST,
@@ -1243,6 +1278,8 @@ impl Bench {
         ];
         let tls = routes[1].get.describe_tls();
         let rounds = self.settings.rounds;
+        // Untimed: one verified download per route (also their warm-up).
+        self.verify_routes("tunnel", &routes, &expect)?;
         let series = self.interleave("tunnel", rounds, &routes, &expect)?;
         let named = [("direct", &series[0]), ("tunnel", &series[1])];
         print_section(
@@ -1290,17 +1327,27 @@ impl Bench {
         // Untimed: the blob is fetched and committed through the warm host,
         // which mints its leaf and learns the repository is public; a second
         // download is a hit.
-        self.fetch(&get(WARM_HOST), None, &expect, "ttfb priming")?;
+        self.verified(
+            &get(WARM_HOST),
+            &expect,
+            "ttfb: pullcache miss, warm host",
+            "ttfb priming",
+        )?;
         self.wait_committed(&expect.hex, "ttfb priming");
-        self.fetch(&get(WARM_HOST), None, &expect, "ttfb warm-up")?;
+        self.verified(
+            &get(WARM_HOST),
+            &expect,
+            "ttfb: pullcache hit, warm host",
+            "ttfb warm-up",
+        )?;
 
         let hosts = ttfb_hosts(rounds);
         let mut fresh = Vec::new();
         let mut warm = Vec::new();
         for (round, host) in hosts.iter().skip(1).enumerate() {
-            let (t, _) = self.fetch(&get(host), None, &expect, &format!("ttfb {host}"))?;
+            let (t, _) = self.timed(&get(host), None, &expect, &format!("ttfb {host}"))?;
             fresh.push(t);
-            let (t, _) = self.fetch(&get(WARM_HOST), None, &expect, "ttfb warm host")?;
+            let (t, _) = self.timed(&get(WARM_HOST), None, &expect, "ttfb warm host")?;
             warm.push(t);
             eprintln!(
                 "  ttfb round {}/{rounds}: {host} {:.2} ms, {WARM_HOST} {:.2} ms",
@@ -1441,6 +1488,7 @@ impl Bench {
                     .add(format!("rss client {i}: download failed: {error:#}")),
             }
         }
+        self.note_verified("rss: pullcache hit, in-process clients", ok);
         let bytes = expect.size * ok as u64;
         let cpu = ticks as f64 / self.ticks_per_sec as f64 / (bytes as f64 / 1e9);
         let per_client = summary(&secs);
@@ -1548,7 +1596,7 @@ impl Bench {
             nginx::find().map_or_else(|| "not installed".to_owned(), |b| nginx::version(&b))
         );
         println!(
-            "  files: pullcache's data, nginx's cache and the served blob files on {}; curl writes bodies to {} (hashed after each transfer, untimed)",
+            "  files: pullcache's data, nginx's cache and the served blob files on {}; timed curl downloads write bodies to /dev/null (a file, even on tmpfs, costs curl about 1.1 CPU-s/GB); untimed verification downloads write them to {} and hash them",
             self.dir.path().display(),
             self.scratch.path().display()
         );
@@ -1648,14 +1696,27 @@ impl Bench {
             );
         }
         let correct = self.failures.0.is_empty();
+        let verified: usize = self.verified_routes.iter().map(|(_, n)| n).sum();
+        let checked = format!(
+            "{} downloads to /dev/null (every timed one): HTTP 200 and length checked; {verified} bodies hashed, SHA-256 and length checked (untimed curl downloads to tmpfs, and the in-process clients), by route below; pullcache fetched every blob from the origin exactly once, exactly its size",
+            self.null_downloads
+        );
         if correct {
-            println!("correctness: every body matched its digest and length; pullcache fetched every blob from the origin exactly once, exactly its size");
+            println!("correctness: OK — {checked}");
         } else {
-            println!("correctness: FAILED");
+            println!("correctness: FAILED (checked: {checked})");
             for problem in &self.failures.0 {
                 println!("  - {problem}");
             }
         }
+        println!(
+            "  hashed: {}",
+            self.verified_routes
+                .iter()
+                .map(|(route, n)| format!("{route} ×{n}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         self.json.insert("correct".to_owned(), json!(correct));
         self.json.insert("total_s".to_owned(), json!(total_secs));
         println!(

@@ -3,8 +3,9 @@
 //! serves them), either straight to a server on 127.0.0.1 (`--resolve` keeps
 //! the URL's name and the SNI) or through pullcache (`-x`, CONNECT). Timing
 //! comes from curl's own `-w` variables, so process start-up is not
-//! counted. Bodies go to a file the caller names (the benchmark puts them on
-//! tmpfs) and are hashed afterwards, untimed.
+//! counted. Bodies go where the caller says: `/dev/null` for timed
+//! downloads (only curl's byte count is checked), a file on tmpfs, hashed
+//! afterwards, for the untimed verification downloads.
 
 use std::net::SocketAddr;
 use std::path::Path;
