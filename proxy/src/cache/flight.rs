@@ -312,23 +312,16 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
         }
     };
     let want = (limit - reader.position).min(READ_CHUNK as u64) as usize;
-    let file = reader.file.clone();
-    let offset = reader.position;
-    let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-        let mut buffer = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            let n = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
+    let bytes = match read_if_cached(&reader.file, reader.position, want)? {
+        Some(bytes) => bytes,
+        None => {
+            let file = reader.file.clone();
+            let offset = reader.position;
+            tokio::task::spawn_blocking(move || read_blocking(&file, offset, want))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??
         }
-        buffer.truncate(filled);
-        Ok(Bytes::from(buffer))
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    };
     if bytes.is_empty() {
         return Err(ReadError::Io(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -336,6 +329,64 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
         )));
     }
     Ok(Some(bytes))
+}
+
+/// Reads up to `want` bytes at `offset` only if the kernel can copy them
+/// from the page cache without waiting for the disk (`RWF_NOWAIT`), which
+/// is the usual case for hot blobs and for readers following a download.
+/// Such a read is a memory copy, cheaper than the two thread hand-offs of
+/// a blocking read, so it runs on the executor. `None`: some bytes would
+/// have to come from the disk, or the kernel cannot tell; read blocking.
+#[cfg(target_os = "linux")]
+fn read_if_cached(file: &File, offset: u64, want: usize) -> std::io::Result<Option<Bytes>> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    use std::io::IoSliceMut;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Cleared the first time the kernel or file system refuses the flag,
+    /// so an unsupported setup pays for the refusal once.
+    static SUPPORTED: AtomicBool = AtomicBool::new(true);
+    if !SUPPORTED.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let mut buffer = vec![0u8; want];
+    let flags = ReadWriteFlags::NOWAIT;
+    match preadv2(file, &mut [IoSliceMut::new(&mut buffer)], offset, flags) {
+        // Zero could be the end of the file or nothing cached yet; the
+        // blocking read tells which.
+        Ok(0) => Ok(None),
+        Ok(n) => {
+            buffer.truncate(n);
+            Ok(Some(Bytes::from(buffer)))
+        }
+        Err(Errno::AGAIN) => Ok(None),
+        Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => {
+            SUPPORTED.store(false, Ordering::Relaxed);
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_if_cached(_file: &File, _offset: u64, _want: usize) -> std::io::Result<Option<Bytes>> {
+    Ok(None)
+}
+
+/// Reads up to `want` bytes at `offset`, waiting for the disk if need be;
+/// run on the blocking pool. Shorter only at the end of the file.
+fn read_blocking(file: &File, offset: u64, want: usize) -> std::io::Result<Bytes> {
+    let mut buffer = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let n = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buffer.truncate(filled);
+    Ok(Bytes::from(buffer))
 }
 
 /// The next data from a resumed upstream body, cut off at `end`.
@@ -384,6 +435,29 @@ mod tests {
         tmp.write_all(b"0123456789").unwrap();
         let body = file_body(tmp.reopen().unwrap(), 2, 7);
         assert_eq!(collect(body).await.unwrap(), b"23456");
+    }
+
+    #[tokio::test]
+    async fn page_cache_reads_and_blocking_reads_agree() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..3 * READ_CHUNK + 1234)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        tmp.write_all(&data).unwrap();
+        let file = tmp.reopen().unwrap();
+        for offset in [0, 1, READ_CHUNK as u64 - 7, 3 * READ_CHUNK as u64] {
+            let want = READ_CHUNK.min(data.len() - offset as usize);
+            let blocking = read_blocking(&file, offset, want).unwrap();
+            assert_eq!(&blocking[..], &data[offset as usize..][..want]);
+            // Either the page cache had every byte, some prefix, or the
+            // kernel declined; what it returns must be the file's bytes.
+            if let Some(cached) = read_if_cached(&file, offset, want).unwrap() {
+                assert!(!cached.is_empty() && cached.len() <= want);
+                assert_eq!(&cached[..], &data[offset as usize..][..cached.len()]);
+            }
+        }
+        let body = file_body(tmp.reopen().unwrap(), 5, data.len() as u64 - 3);
+        assert_eq!(collect(body).await.unwrap(), &data[5..data.len() - 3]);
     }
 
     #[tokio::test]
