@@ -404,8 +404,15 @@ impl Cache {
         self.repos.get(key).map(|entry| *entry)
     }
 
-    /// Records a repository's visibility, now.
-    pub async fn put_repo(&self, key: &str, public: bool) {
+    /// Records a repository's visibility, now. The answer counts at once;
+    /// the returned future makes it durable, so a request that just probed
+    /// need not wait for the index's fsync: spawn it, or await it where
+    /// the record must be on disk before going on.
+    pub fn put_repo(
+        &self,
+        key: &str,
+        public: bool,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.repos.insert(
             key.to_owned(),
             RepoInfo {
@@ -418,19 +425,27 @@ impl Cache {
             public,
             checked_at: unix_now(),
         };
-        self.write_index(move |index| index.put_repo(&record)).await;
+        write_index(self.index.clone(), move |index| index.put_repo(&record))
     }
 
     async fn write_index<F>(&self, write: F)
     where
         F: FnOnce(&Index) -> Result<(), IndexError> + Send + 'static,
     {
-        let index = self.index.clone();
-        match tokio::task::spawn_blocking(move || write(&index)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => warn!(%error, "index write failed; the cache stays usable"),
-            Err(error) => warn!(%error, "index write task failed"),
-        }
+        write_index(self.index.clone(), write).await;
+    }
+}
+
+/// Runs one index write on the blocking pool; a failure is logged, not
+/// returned: the index is a record of the cache, which stays usable.
+async fn write_index<F>(index: Arc<Index>, write: F)
+where
+    F: FnOnce(&Index) -> Result<(), IndexError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || write(&index)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "index write failed; the cache stays usable"),
+        Err(error) => warn!(%error, "index write task failed"),
     }
 }
 

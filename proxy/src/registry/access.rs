@@ -107,7 +107,8 @@ impl Access {
         match self.probe(registry, name, probe_path).await {
             Ok(public) => {
                 info!(registry.host = registry, oci.repository = %name, public, "checked repository visibility");
-                cache.put_repo(&key, public).await;
+                // Durable in the background: the answer holds in memory now.
+                tokio::spawn(cache.put_repo(&key, public));
                 visibility_of(public)
             }
             Err(error) => match cache.repo(&key) {
