@@ -190,7 +190,7 @@ async fn run_fill(
             if let Some(total) = total.filter(|&t| received > t) {
                 return Err(FillError::TooLong(total));
             }
-            writer.push(&data).await?;
+            writer.push(data).await?;
         }
     }
     .await;
@@ -266,11 +266,13 @@ pub async fn commit_bytes(state: &Arc<State>, digest: &Digest, bytes: &Bytes, me
 /// arrived meanwhile: when the disk keeps up, bytes reach readers at once;
 /// when it does not, frames are gathered into larger writes (up to
 /// [`WRITE_BATCH`]) instead of one syscall and wake-up per 16 KiB frame.
-/// No blocking thread is held between writes.
+/// Frames are kept as they came and written with one vectored write, not
+/// copied into a batch buffer. No blocking thread is held between writes.
 struct Writer {
     idle: Option<IngestFile>,
     running: Option<JoinHandle<std::io::Result<IngestFile>>>,
-    gathered: bytes::BytesMut,
+    gathered: Vec<Bytes>,
+    gathered_len: usize,
     flight: Arc<Flight>,
 }
 
@@ -279,17 +281,19 @@ impl Writer {
         Writer {
             idle: Some(ingest),
             running: None,
-            gathered: bytes::BytesMut::new(),
+            gathered: Vec::new(),
+            gathered_len: 0,
             flight,
         }
     }
 
     /// Takes a chunk; starts a write if the writer is free, waits for the
     /// running one if too much has gathered.
-    async fn push(&mut self, chunk: &[u8]) -> Result<(), FillError> {
-        self.gathered.extend_from_slice(chunk);
+    async fn push(&mut self, chunk: Bytes) -> Result<(), FillError> {
+        self.gathered_len += chunk.len();
+        self.gathered.push(chunk);
         let finished = self.running.as_ref().is_none_or(|w| w.is_finished());
-        if finished || self.gathered.len() >= WRITE_BATCH {
+        if finished || self.gathered_len >= WRITE_BATCH {
             self.start_write().await?;
         }
         Ok(())
@@ -298,11 +302,11 @@ impl Writer {
     /// Waits for the running write, then starts one with what gathered.
     async fn start_write(&mut self) -> Result<(), FillError> {
         let mut ingest = self.wait().await?;
-        let batch = self.gathered.split().freeze();
+        let batch = std::mem::take(&mut self.gathered);
+        self.gathered_len = 0;
         let flight = self.flight.clone();
         self.running = Some(tokio::task::spawn_blocking(move || {
-            ingest.write(&batch)?;
-            flight.advance(ingest.written());
+            ingest.write_announcing(&batch, |written| flight.advance(written))?;
             Ok(ingest)
         }));
         Ok(())

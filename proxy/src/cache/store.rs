@@ -14,7 +14,7 @@
 //! dedicated thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,9 +223,26 @@ pub struct IngestFile {
 impl IngestFile {
     /// Appends and hashes a chunk.
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.file.write_all(chunk)?;
-        self.hasher.update(chunk);
-        self.written += chunk.len() as u64;
+        self.write_announcing(&[chunk], |_| {})
+    }
+
+    /// Appends `chunks` with one vectored write, calls `announce` with the
+    /// new length as soon as they are in the file, then hashes them. The
+    /// order lets readers following the file send these bytes while the
+    /// hash runs; they cannot finish before [`IngestFile::verify`] anyway.
+    pub fn write_announcing<B: AsRef<[u8]>>(
+        &mut self,
+        chunks: &[B],
+        announce: impl FnOnce(u64),
+    ) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> =
+            chunks.iter().map(|c| IoSlice::new(c.as_ref())).collect();
+        write_all_vectored(&mut self.file, &mut slices)?;
+        self.written += slices_len(chunks);
+        announce(self.written);
+        for chunk in chunks {
+            self.hasher.update(chunk.as_ref());
+        }
         Ok(())
     }
 
@@ -383,6 +400,24 @@ fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// `Write::write_all` for several buffers (the standard library's
+/// `write_all_vectored` is not stable yet).
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+fn slices_len<B: AsRef<[u8]>>(chunks: &[B]) -> u64 {
+    chunks.iter().map(|c| c.as_ref().len() as u64).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +452,40 @@ mod tests {
             assert!(path.starts_with(store.blobs.join("sha256").join(&digest.hex()[..2])));
             let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o444);
+        }
+
+        #[test]
+        fn batches_are_written_whole_and_announced_before_they_are_hashed() {
+            let (_dir, store) = store();
+            let chunks: Vec<Vec<u8>> = (0u8..40).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+            let all = chunks.concat();
+            let digest = digest_of(Algorithm::Sha256, &all);
+            let mut ingest = store.create_ingest(Algorithm::Sha256).unwrap();
+            let reader = File::open(ingest.path()).unwrap();
+            let mut announced = Vec::new();
+            for batch in chunks.chunks(16) {
+                ingest
+                    .write_announcing(batch, |written| {
+                        // Announced bytes are already readable in the file.
+                        assert_eq!(reader.metadata().unwrap().len(), written);
+                        announced.push(written);
+                    })
+                    .unwrap();
+            }
+            let sizes: Vec<u64> = chunks
+                .chunks(16)
+                .scan(0, |total, batch| {
+                    *total += slices_len(batch);
+                    Some(*total)
+                })
+                .collect();
+            assert_eq!(announced, sizes);
+            let ingest_path = ingest.path().to_owned();
+            ingest
+                .commit(&store, &digest, Some(all.len() as u64))
+                .unwrap();
+            assert!(!ingest_path.exists());
+            assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), all);
         }
 
         #[test]
