@@ -12,10 +12,12 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tracing::{debug, info, Instrument};
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
+use crate::idle::Tracked;
 use crate::policy::{self, Decision};
 use crate::server::ConnectionSlot;
 use crate::{intercept, tunnel, State};
@@ -196,7 +198,21 @@ pub async fn handle_connect(
                         Ok(upgraded) => upgraded,
                         Err(error) => return debug!(%error, "upgrade failed"),
                     };
-                    tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
+                    // The server hands hyper a tracked socket (server.rs); taken
+                    // apart again, the tunnel can splice socket to socket
+                    // without copying. The server's tracking is done with it:
+                    // its connection ended at the upgrade, and the tunnel keeps
+                    // its own idle clock.
+                    match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
+                        Ok(parts) => {
+                            let client = parts.io.into_inner().into_inner();
+                            tunnel::splice_tcp(client, parts.read_buf, upstream, idle).await;
+                        }
+                        Err(upgraded) => {
+                            debug!("upgraded connection is not a bare socket; copying");
+                            tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
+                        }
+                    }
                 }
                 .instrument(span),
             );

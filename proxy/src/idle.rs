@@ -72,6 +72,11 @@ impl<S> Tracked<S> {
     pub fn new(inner: S, activity: Activity) -> Self {
         Tracked { inner, activity }
     }
+
+    /// The stream, unwrapped; its traffic is no longer recorded.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
