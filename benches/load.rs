@@ -18,17 +18,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
-use support::blob_path;
 use support::blobs::{self, Blob};
 use support::client::{self, Route, Transfer};
 use support::proxy::{self, LogBook, Pullcache};
 use support::upstream::{Side, Upstream};
+use support::{blob_path, env_count};
 
 /// How long pullcache may take, after the client has its last byte, to log
 /// that a blob was committed (the fsync of a large file can be slow).
@@ -71,38 +71,6 @@ impl Settings {
             .checked_mul(1 << 20)
             .context("PULLCACHE_BENCH_MIB is too large")
     }
-}
-
-/// A positive integer from the environment, or `default` when unset.
-fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(error) => bail!("{name}: {error}"),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("{name} must be a positive integer, not {text:?}"),
-        },
-    }
-}
-
-/// `target/release/pullcache` of this workspace (or of `CARGO_TARGET_DIR`).
-fn pullcache_bin() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    let bin = target
-        .join("release")
-        .join(format!("pullcache{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release -p pullcache` first \
-             (benches/run.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 /// One kind of transfer's results.
@@ -218,7 +186,7 @@ fn wait_committed(
 fn run() -> anyhow::Result<bool> {
     let settings = Settings::from_env()?;
     let size = settings.blob_size()?;
-    let bin = pullcache_bin()?;
+    let bin = proxy::release_binary("benches/run.sh")?;
     let curl = client::curl_program();
     let (ticks_per_sec, ticks_from_getconf) = proxy::clock_ticks_per_second();
     let dir = tempfile::Builder::new()

@@ -40,7 +40,6 @@ mod support;
 mod soak;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,26 +141,6 @@ fn env_number(name: &str, default: u64, min: u64) -> anyhow::Result<u64> {
     }
 }
 
-/// `target/release/pullcache` of this workspace (or of `CARGO_TARGET_DIR`).
-fn pullcache_bin() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    let bin = target
-        .join("release")
-        .join(format!("pullcache{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release -p pullcache` first \
-             (benches/soak.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 /// pullcache's config below `listen` and `data_dir`: loopback clients,
 /// CONNECT to 443 only, the registry intercepted, `tunnel.test` tunnelled,
 /// both resolved to the upstream, and generous timeouts.
@@ -208,7 +187,7 @@ struct Check {
 
 fn run() -> anyhow::Result<bool> {
     let settings = Settings::from_env()?;
-    let bin = pullcache_bin()?;
+    let bin = proxy::release_binary("benches/soak.sh")?;
     let dir = tempfile::Builder::new()
         .prefix("pullcache-soak")
         .tempdir()

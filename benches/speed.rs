@@ -59,7 +59,7 @@ use speed::stats::{summary, Failures, Series, Summary};
 use support::blobs::{self, Blob};
 use support::client::sha256_file;
 use support::proxy::{self, toml_str, Pullcache};
-use support::{blob_path, REGISTRY_HOST};
+use support::{blob_path, env_count, REGISTRY_HOST};
 
 /// How long pullcache may take, after the client has its last byte, to log
 /// that a blob was committed (the fsync of a large file can be slow).
@@ -175,38 +175,6 @@ impl Settings {
     }
 }
 
-/// A positive integer from the environment, or `default` when unset.
-fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(error) => bail!("{name}: {error}"),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("{name} must be a positive integer, not {text:?}"),
-        },
-    }
-}
-
-/// `target/release/pullcache` of this workspace (or of `CARGO_TARGET_DIR`).
-fn pullcache_bin() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    let bin = target
-        .join("release")
-        .join(format!("pullcache{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release -p pullcache` first \
-             (benches/speed.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 // === the bench ===
 
 /// Where a server's CPU time is read.
@@ -310,7 +278,7 @@ struct TargetRow {
 
 fn run() -> anyhow::Result<bool> {
     let settings = Settings::from_env()?;
-    let bin = pullcache_bin()?;
+    let bin = proxy::release_binary("benches/speed.sh")?;
     let started = Instant::now();
     let mut bench = Bench::start(settings, &bin)?;
     let load_before = loadavg();

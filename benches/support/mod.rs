@@ -31,3 +31,15 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
             out
         })
 }
+
+/// A positive integer from the environment, or `default` when unset.
+pub(crate) fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(error) => anyhow::bail!("{name}: {error}"),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => anyhow::bail!("{name} must be a positive integer, not {text:?}"),
+        },
+    }
+}

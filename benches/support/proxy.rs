@@ -318,3 +318,24 @@ pub(crate) fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     };
     Ok((value("VmHWM:")?, value("VmRSS:")?))
 }
+
+/// `target/release/pullcache` of this workspace (or of `CARGO_TARGET_DIR`);
+/// `script` is the benchmark's wrapper that builds it, named in the error.
+pub(crate) fn release_binary(script: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let bin = target
+        .join("release")
+        .join(format!("pullcache{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release -p pullcache` first \
+             ({script} does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

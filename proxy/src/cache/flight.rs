@@ -312,12 +312,16 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
         }
     };
     let want = (limit - reader.position).min(READ_CHUNK as u64) as usize;
-    let bytes = match read_if_cached(&reader.file, reader.position, want)? {
-        Some(bytes) => bytes,
+    let mut buffer = vec![0u8; want];
+    let bytes = match read_if_cached(&reader.file, reader.position, &mut buffer)? {
+        Some(read) => {
+            buffer.truncate(read);
+            Bytes::from(buffer)
+        }
         None => {
             let file = reader.file.clone();
             let offset = reader.position;
-            tokio::task::spawn_blocking(move || read_blocking(&file, offset, want))
+            tokio::task::spawn_blocking(move || read_blocking(&file, offset, buffer))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??
         }
@@ -331,14 +335,15 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
     Ok(Some(bytes))
 }
 
-/// Reads up to `want` bytes at `offset` only if the kernel can copy them
+/// Fills `buffer` from `offset` only if the kernel can copy the bytes
 /// from the page cache without waiting for the disk (`RWF_NOWAIT`), which
 /// is the usual case for hot blobs and for readers following a download.
 /// Such a read is a memory copy, cheaper than the two thread hand-offs of
-/// a blocking read, so it runs on the executor. `None`: some bytes would
-/// have to come from the disk, or the kernel cannot tell; read blocking.
+/// a blocking read, so it runs on the executor. Returns how many bytes
+/// were read; `None`: some would have to come from the disk, or the kernel
+/// cannot tell, so read blocking (into the same buffer).
 #[cfg(target_os = "linux")]
-fn read_if_cached(file: &File, offset: u64, want: usize) -> std::io::Result<Option<Bytes>> {
+fn read_if_cached(file: &File, offset: u64, buffer: &mut [u8]) -> std::io::Result<Option<usize>> {
     use rustix::io::{preadv2, Errno, ReadWriteFlags};
     use std::io::IoSliceMut;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,16 +354,12 @@ fn read_if_cached(file: &File, offset: u64, want: usize) -> std::io::Result<Opti
     if !SUPPORTED.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    let mut buffer = vec![0u8; want];
     let flags = ReadWriteFlags::NOWAIT;
-    match preadv2(file, &mut [IoSliceMut::new(&mut buffer)], offset, flags) {
+    match preadv2(file, &mut [IoSliceMut::new(buffer)], offset, flags) {
         // Zero could be the end of the file or nothing cached yet; the
         // blocking read tells which.
         Ok(0) => Ok(None),
-        Ok(n) => {
-            buffer.truncate(n);
-            Ok(Some(Bytes::from(buffer)))
-        }
+        Ok(read) => Ok(Some(read)),
         Err(Errno::AGAIN) => Ok(None),
         Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => {
             SUPPORTED.store(false, Ordering::Relaxed);
@@ -369,14 +370,18 @@ fn read_if_cached(file: &File, offset: u64, want: usize) -> std::io::Result<Opti
 }
 
 #[cfg(not(target_os = "linux"))]
-fn read_if_cached(_file: &File, _offset: u64, _want: usize) -> std::io::Result<Option<Bytes>> {
+fn read_if_cached(
+    _file: &File,
+    _offset: u64,
+    _buffer: &mut [u8],
+) -> std::io::Result<Option<usize>> {
     Ok(None)
 }
 
-/// Reads up to `want` bytes at `offset`, waiting for the disk if need be;
-/// run on the blocking pool. Shorter only at the end of the file.
-fn read_blocking(file: &File, offset: u64, want: usize) -> std::io::Result<Bytes> {
-    let mut buffer = vec![0u8; want];
+/// Fills `buffer` from `offset`, waiting for the disk if need be; run on
+/// the blocking pool. Shorter only at the end of the file.
+fn read_blocking(file: &File, offset: u64, mut buffer: Vec<u8>) -> std::io::Result<Bytes> {
+    let want = buffer.len();
     let mut filled = 0;
     while filled < want {
         let n = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
@@ -447,13 +452,14 @@ mod tests {
         let file = tmp.reopen().unwrap();
         for offset in [0, 1, READ_CHUNK as u64 - 7, 3 * READ_CHUNK as u64] {
             let want = READ_CHUNK.min(data.len() - offset as usize);
-            let blocking = read_blocking(&file, offset, want).unwrap();
+            let blocking = read_blocking(&file, offset, vec![0; want]).unwrap();
             assert_eq!(&blocking[..], &data[offset as usize..][..want]);
             // Either the page cache had every byte, some prefix, or the
             // kernel declined; what it returns must be the file's bytes.
-            if let Some(cached) = read_if_cached(&file, offset, want).unwrap() {
-                assert!(!cached.is_empty() && cached.len() <= want);
-                assert_eq!(&cached[..], &data[offset as usize..][..cached.len()]);
+            let mut cached = vec![0; want];
+            if let Some(read) = read_if_cached(&file, offset, &mut cached).unwrap() {
+                assert!(read > 0 && read <= want);
+                assert_eq!(&cached[..read], &data[offset as usize..][..read]);
             }
         }
         let body = file_body(tmp.reopen().unwrap(), 5, data.len() as u64 - 3);
