@@ -1,6 +1,9 @@
 //! Intercepted hosts: pullcache terminates TLS with a leaf from its own CA and
 //! forwards each request to the real upstream over verified TLS.
 
+use std::time::{Duration, Instant};
+
+use crate::support::client::raw_exchange;
 use crate::support::tls::TEST_CA_CN;
 use crate::support::{fetch, Fixture, TestProxy, REGISTRY_HOST};
 
@@ -29,6 +32,41 @@ fn request_reaches_upstream_through_pullcache_leaf() {
         "the client should have seen pullcache's leaf, issuer was {issuer:?}"
     );
     assert_eq!(fx.registry.request_count(), 1);
+}
+
+#[test]
+fn upstream_connection_is_opened_at_connect_and_used_by_the_first_request() {
+    let fx = Fixture::new();
+    let proxy = TestProxy::start(&fx.config().render());
+    let ca = proxy.ca_cert_path().display().to_string();
+    let connect =
+        format!("CONNECT {REGISTRY_HOST}:443 HTTP/1.1\r\nHost: {REGISTRY_HOST}:443\r\n\r\n");
+
+    // A CONNECT alone, no TLS from the client yet: the upstream handshake
+    // starts anyway.
+    let (_idle_tunnel, head) = raw_exchange(proxy.addr(), connect.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fx.registry.handshake_count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        fx.registry.handshake_count(),
+        1,
+        "no upstream handshake after CONNECT"
+    );
+    assert_eq!(fx.registry.request_count(), 0, "warming sends no request");
+
+    // A second CONNECT finds the host warm already, and the request takes
+    // the warmed connection rather than opening another.
+    let got = fetch(&["-x", &proxy.url(), "--cacert", &ca, URL]);
+    assert_eq!(got.http_code, 200, "{got:#?}");
+    assert_eq!(fx.registry.request_count(), 1);
+    assert_eq!(
+        fx.registry.handshake_count(),
+        1,
+        "the warmed connection was not used"
+    );
 }
 
 #[test]

@@ -218,6 +218,9 @@ pub async fn handle_connect(
             );
         }
         Decision::Intercept => {
+            // The upstream handshakes overlap the client's TLS handshake
+            // with us instead of following it.
+            state.upstream.warm(&target.https_authority());
             let task_state = state.clone();
             state.tasks.spawn(
                 async move {

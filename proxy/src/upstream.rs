@@ -1,23 +1,33 @@
 //! The HTTPS client that talks to real registries: verified TLS (webpki
 //! roots, the system's roots and `upstream.ca_files`), HTTP/1.1 or h2 by
 //! ALPN, connection pooling, and connections made through [`Resolver`].
+//!
+//! A host with no pooled connection can be warmed: its TCP and TLS
+//! handshakes start while the client's own TLS handshake with us runs, and
+//! the first request to that host takes the connection (or waits for it,
+//! errors included, so a failure is never tried twice). Warming is skipped
+//! for a host that had a request or a warming within the pool's idle time,
+//! and an untaken connection is closed after [`WARM_CONNECTION_TTL`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tower_service::Service;
 use tracing::{debug, warn};
 
 use crate::body::Body;
@@ -33,6 +43,14 @@ const H2_MAX_FRAME: u32 = 1024 * 1024;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a warmed connection waits for its first request. A client
+/// sends its first request within milliseconds of its handshake; one that
+/// does not may never send one.
+const WARM_CONNECTION_TTL: Duration = Duration::from_secs(10);
+
+/// Hosts remembered as recently used before the stale ones are pruned.
+const RECENT_HOSTS_PRUNE_AT: usize = 1024;
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +68,8 @@ pub enum UpstreamSetupError {
 /// The shared client for every upstream request.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<ResolvingConnector>, Body>,
+    client: Client<WarmingConnector, Body>,
+    connector: WarmingConnector,
 }
 
 impl UpstreamClient {
@@ -71,6 +90,10 @@ impl UpstreamClient {
             .https_only()
             .enable_all_versions()
             .wrap_connector(ResolvingConnector { resolver });
+        let connector = WarmingConnector {
+            https,
+            warm: Arc::new(Mutex::new(Warm::default())),
+        };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -81,18 +104,157 @@ impl UpstreamClient {
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             .http2_max_frame_size(H2_MAX_FRAME)
-            .build(https);
-        Ok(UpstreamClient { client })
+            .build(connector.clone());
+        Ok(UpstreamClient { client, connector })
+    }
+
+    /// Starts connecting to `authority` (`host` or `host:port`, as in an
+    /// `https://` URI) unless a pooled connection is likely, so the next
+    /// request there need not wait for TCP and TLS handshakes.
+    pub fn warm(&self, authority: &str) {
+        let Ok(uri) = Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+        else {
+            return;
+        };
+        let Some(key) = HostKey::of(&uri) else {
+            return;
+        };
+        let (sender, receiver) = oneshot::channel();
+        let id = {
+            let mut warm = self.connector.lock();
+            if warm.recently_used(&key) {
+                return;
+            }
+            warm.note_use(key.clone());
+            warm.next_id += 1;
+            let id = warm.next_id;
+            warm.ready.insert(key.clone(), (id, receiver));
+            id
+        };
+        let mut https = self.connector.https.clone();
+        let warm = self.connector.warm.clone();
+        tokio::spawn(async move {
+            let connected = https.call(uri).await;
+            if let Err(error) = &connected {
+                debug!(upstream.host = %key.0, %error, "warming an upstream connection failed");
+            }
+            if sender.send(connected).is_err() {
+                return;
+            }
+            tokio::time::sleep(WARM_CONNECTION_TTL).await;
+            let mut warm = warm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if warm.ready.get(&key).is_some_and(|(ready, _)| *ready == id) {
+                // Dropping the receiver closes the connection nobody took.
+                warm.ready.remove(&key);
+            }
+        });
     }
 
     /// Sends one request (its URI must be absolute `https://`) and returns
     /// the response head as soon as it arrives; the body streams.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
         let host = req.uri().host().unwrap_or_default().to_owned();
+        if let Some(key) = HostKey::of(req.uri()) {
+            self.connector.lock().note_use(key);
+        }
         self.client
             .request(req)
             .await
             .map_err(|source| classify(host, source))
+    }
+}
+
+/// An upstream connection as the client pools it.
+type Connection = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The outcome of a warming, waiting for the request that takes it.
+type WarmConnection = oneshot::Receiver<Result<Connection, BoxError>>;
+
+/// Lowercase host and port: what a connection is made to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct HostKey(String, u16);
+
+impl HostKey {
+    fn of(uri: &Uri) -> Option<HostKey> {
+        let host = uri.host()?.to_ascii_lowercase();
+        Some(HostKey(host, uri.port_u16().unwrap_or(443)))
+    }
+}
+
+/// Warmed connections and when each host was last used.
+#[derive(Default)]
+struct Warm {
+    /// Connections opened ahead of a request, each tagged with the id of
+    /// the warming that opened it.
+    ready: HashMap<HostKey, (u64, WarmConnection)>,
+    /// When each host last had a request or a warming: the pool may still
+    /// hold a connection to it.
+    recent: HashMap<HostKey, Instant>,
+    next_id: u64,
+}
+
+impl Warm {
+    fn recently_used(&self, key: &HostKey) -> bool {
+        self.recent
+            .get(key)
+            .is_some_and(|at| at.elapsed() < POOL_IDLE_TIMEOUT)
+    }
+
+    fn note_use(&mut self, key: HostKey) {
+        if self.recent.len() >= RECENT_HOSTS_PRUNE_AT {
+            self.recent.retain(|_, at| at.elapsed() < POOL_IDLE_TIMEOUT);
+        }
+        self.recent.insert(key, Instant::now());
+    }
+}
+
+/// The connector the pool calls: a warmed connection for the host if there
+/// is one, else a new one.
+#[derive(Clone)]
+pub struct WarmingConnector {
+    https: HttpsConnector<ResolvingConnector>,
+    warm: Arc<Mutex<Warm>>,
+}
+
+impl WarmingConnector {
+    fn lock(&self) -> MutexGuard<'_, Warm> {
+        // The map holds no invariant a panicking holder could break.
+        self.warm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Service<Uri> for WarmingConnector {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Connection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.https.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let warmed = HostKey::of(&uri).and_then(|key| self.lock().ready.remove(&key));
+        match warmed {
+            None => self.https.call(uri),
+            Some((_, connection)) => {
+                let mut https = self.https.clone();
+                Box::pin(async move {
+                    match connection.await {
+                        Ok(connected) => connected,
+                        // The warming task is gone (shutdown): connect anew.
+                        Err(_) => https.call(uri).await,
+                    }
+                })
+            }
+        }
     }
 }
 
@@ -159,7 +321,7 @@ pub struct ResolvingConnector {
     resolver: Arc<Resolver>,
 }
 
-impl tower_service::Service<Uri> for ResolvingConnector {
+impl Service<Uri> for ResolvingConnector {
     type Response = TokioIo<TcpStream>;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;

@@ -39,6 +39,7 @@ pub(crate) type Handler = Arc<dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Se
 pub(crate) struct TlsUpstream {
     addr: SocketAddr,
     count: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
     // Dropping the runtime stops the listener and every connection task.
     runtime: Option<Runtime>,
@@ -60,8 +61,9 @@ impl TlsUpstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let count = Arc::new(AtomicUsize::new(0));
+        let handshakes = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (count2, seen2) = (count.clone(), seen.clone());
+        let (count2, seen2, handshakes2) = (count.clone(), seen.clone(), handshakes.clone());
         runtime.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -69,12 +71,14 @@ impl TlsUpstream {
                 };
                 let acceptor = acceptor.clone();
                 let (handler, count, seen) = (handler.clone(), count2.clone(), seen2.clone());
+                let handshakes = handshakes2.clone();
                 tokio::spawn(async move {
                     // A failed handshake is expected in tests where the client
                     // rejects our certificate; nothing to report here.
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    handshakes.fetch_add(1, Ordering::SeqCst);
                     let service = service_fn(move |req| {
                         handle(req, handler.clone(), count.clone(), seen.clone())
                     });
@@ -87,6 +91,7 @@ impl TlsUpstream {
         TlsUpstream {
             addr,
             count,
+            handshakes,
             seen,
             runtime: Some(runtime),
         }
@@ -119,6 +124,11 @@ impl TlsUpstream {
     /// How many requests reached this upstream.
     pub(crate) fn request_count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// How many TLS handshakes with this upstream completed.
+    pub(crate) fn handshake_count(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
     }
 
     /// Every request that reached this upstream, in arrival order.
