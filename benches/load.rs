@@ -15,20 +15,26 @@
 
 #![allow(clippy::print_stdout)] // the report is the benchmark's output
 
+// The shared support modules: the load benchmark uses what serves and
+// fetches its fixed blobs, not the tunnel site, the seeded content or the
+// other benchmarks' counters.
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use support::blobs::{self, Blob};
+use support::certs::TestCa;
 use support::client::{self, Route, Transfer};
-use support::proxy::{self, LogBook, Pullcache};
-use support::upstream::{Side, Upstream};
-use support::{blob_path, env_count};
+use support::origin::{Catalogue, Content, Origin, OriginSetup, Side};
+use support::proxy::{self, upstream_sections, Commit, LogBook, Pullcache};
+use support::{blob_path, env_count, REGISTRY_HOST, REPOSITORY};
 
 /// How long pullcache may take, after the client has its last byte, to log
 /// that a blob was committed (the fsync of a large file can be slow).
@@ -164,17 +170,13 @@ fn wait_committed(
     failures: &mut Failures,
 ) -> Option<Duration> {
     let start = Instant::now();
-    let line = logs.wait_for(COMMIT_LIMIT, |line| {
-        line.contains(hex)
-            && (line.contains("blob verified and cached") || line.contains("blob fetch failed"))
-    });
-    match line {
-        Some(line) if line.contains("blob verified and cached") => Some(start.elapsed()),
-        Some(line) => {
+    match logs.wait_commit(hex, COMMIT_LIMIT) {
+        Commit::Cached => Some(start.elapsed()),
+        Commit::Failed(line) => {
             failures.add(format!("{label}: pullcache did not cache the blob: {line}"));
             None
         }
-        None => {
+        Commit::NotLogged => {
             failures.add(format!(
                 "{label}: pullcache logged no commit for sha256:{hex} within {COMMIT_LIMIT:?}"
             ));
@@ -213,23 +215,36 @@ fn run() -> anyhow::Result<bool> {
     let warm = &blobs[0];
     let cold = &blobs[1..];
 
-    let upstream = Upstream::start(dir.path(), &blobs)?;
-    let mut pullcache = Pullcache::start(
-        &bin,
-        dir.path(),
-        upstream.ca_path(),
-        upstream.pullcache_addr(),
-    )?;
+    let catalogue = Arc::new(Catalogue::default());
+    for blob in &blobs {
+        catalogue.insert(blob.hex.clone(), Content::Shared(blob.bytes.clone()));
+    }
+    let ca = TestCa::new(dir.path(), "upstream")?;
+    let leaf = ca.leaf(dir.path(), "upstream", &[REGISTRY_HOST.to_owned()])?;
+    let origin = Origin::start(OriginSetup {
+        thread_name: "bench-upstream",
+        tls: leaf.server_config(&[b"h2", b"http/1.1"])?,
+        sides: &[Side::Direct, Side::Pullcache],
+        repository: REPOSITORY,
+        catalogue,
+    })?;
+    let sections = upstream_sections(
+        &[REGISTRY_HOST],
+        ca.pem_path(),
+        &[(REGISTRY_HOST, origin.addr(Side::Pullcache))],
+        "",
+    );
+    let mut pullcache = Pullcache::start(&bin, dir.path(), &sections)?;
     let pid = pullcache.pid();
     eprintln!(
         "upstream for curl on {}, for pullcache on {}; pullcache (pid {pid}) on {}",
-        upstream.direct_addr(),
-        upstream.pullcache_addr(),
+        origin.addr(Side::Direct),
+        origin.addr(Side::Pullcache),
         pullcache.addr()
     );
     let direct = Route::Direct {
-        addr: upstream.direct_addr(),
-        ca: upstream.ca_path(),
+        addr: origin.addr(Side::Direct),
+        ca: ca.pem_path(),
     };
     let proxy_ca = pullcache.ca_path().to_path_buf();
     let via = Route::Proxy {
@@ -310,7 +325,7 @@ fn run() -> anyhow::Result<bool> {
     let (peak_kib, rss_kib) = proxy::memory_kib(pid)?;
     let log_lines = pullcache.logs().lines();
 
-    check_upstream(&upstream, warm, cold, &mut failures);
+    check_upstream(&origin, warm, cold, &mut failures);
     let outcomes = outcomes(&log_lines);
 
     // === report ===
@@ -393,12 +408,12 @@ fn run() -> anyhow::Result<bool> {
     );
     println!(
         "  upstream connections: from curl {}; from pullcache {}",
-        tally(upstream.connections(Side::Direct)),
-        tally(upstream.connections(Side::Pullcache))
+        tally(origin.connections(Side::Direct).alpn),
+        tally(origin.connections(Side::Pullcache).alpn)
     );
     println!(
         "  upstream requests from pullcache: {}",
-        describe_requests(&upstream.requests(Side::Pullcache), warm, cold)
+        describe_requests(&origin.requests(Side::Pullcache), warm, cold)
     );
     println!(
         "  pullcache cache outcomes: warm blob {}; cold blobs {}",
@@ -420,20 +435,14 @@ fn run() -> anyhow::Result<bool> {
     );
     println!("  MB = 10^6 bytes, GB = 10^9 bytes; ratio = median time / direct median time (lower is better)");
     drop(pullcache);
-    drop(upstream);
+    drop(origin);
     Ok(correct)
 }
 
 /// Every blob pullcache had to fetch must have reached the upstream's
 /// pullcache listener exactly once as a `GET`.
-fn check_upstream(upstream: &Upstream, warm: &Blob, cold: &[Blob], failures: &mut Failures) {
-    let requests = upstream.requests(Side::Pullcache);
-    let gets = |hex: &str| {
-        requests
-            .get(&("GET".to_owned(), blob_path(hex)))
-            .copied()
-            .unwrap_or(0)
-    };
+fn check_upstream(origin: &Origin, warm: &Blob, cold: &[Blob], failures: &mut Failures) {
+    let gets = |hex: &str| origin.blob_gets(Side::Pullcache, hex);
     for (i, blob) in cold.iter().enumerate() {
         let n = gets(&blob.hex);
         if n != 1 {

@@ -30,9 +30,8 @@
 
 #![allow(clippy::print_stdout)] // the report is the soak test's output
 
-// The load benchmark's support modules: the soak test uses the pullcache
-// process runner, the seeded byte generator, the upstream's certificates and
-// curl's program lookup, not the rest.
+// The shared support modules: the soak test uses all but the load
+// benchmark's curl client (of which only the program lookup).
 #[allow(dead_code)]
 mod support;
 
@@ -40,6 +39,7 @@ mod support;
 mod soak;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,9 +51,10 @@ use tokio::task::JoinSet;
 use soak::client::{self, Client, CurlClient, Env, Mix};
 use soak::monitor::{self, Monitor, Sample};
 use soak::stats::{Kind, KindStats, Stats};
-use soak::upstream::{Site, SoakUpstream};
-use soak::{blob_path, seeded_sha256, BlobSpec, Catalogue, TUNNEL_HOST};
-use support::proxy::{self, toml_str, Pullcache};
+use soak::{seeded_sha256, TUNNEL_HOST};
+use support::certs::TestCa;
+use support::origin::{Catalogue, Connections, Content, Origin, OriginSetup, Side};
+use support::proxy::{self, upstream_sections, Commit, Pullcache};
 use support::REGISTRY_HOST;
 
 /// Every request's limit, connection set-up included.
@@ -143,24 +144,24 @@ fn env_number(name: &str, default: u64, min: u64) -> anyhow::Result<u64> {
 
 /// pullcache's config below `listen` and `data_dir`: loopback clients,
 /// CONNECT to 443 only, the registry intercepted, `tunnel.test` tunnelled,
-/// both resolved to the upstream, and generous timeouts.
-fn config_sections(upstream: &SoakUpstream) -> String {
+/// both resolved to the origin (whose CA is `ca`), and generous timeouts.
+fn config_sections(origin: &Origin, ca: &Path) -> String {
+    let upstream = upstream_sections(
+        &[REGISTRY_HOST],
+        ca,
+        &[
+            (REGISTRY_HOST, origin.addr(Side::Pullcache)),
+            (TUNNEL_HOST, origin.addr(Side::Tunnel)),
+        ],
+        "connect_timeout = \"10s\"\n",
+    );
     format!(
         "[access]\n\
          clients = [\"127.0.0.0/8\"]\n\
          connect_ports = [443]\n\
          tunnel = true\n\
          \n\
-         [intercept]\n\
-         hosts = [{registry}]\n\
-         \n\
-         [upstream]\n\
-         ca_files = [{ca}]\n\
-         connect_timeout = \"10s\"\n\
-         \n\
-         [upstream.resolve]\n\
-         {registry} = {registry_addr}\n\
-         {tunnel} = {tunnel_addr}\n\
+         {upstream}\
          \n\
          [timeouts]\n\
          tls_handshake = \"30s\"\n\
@@ -170,11 +171,6 @@ fn config_sections(upstream: &SoakUpstream) -> String {
          \n\
          [cache]\n\
          upstream_stall = \"60s\"\n",
-        registry = toml_str(REGISTRY_HOST),
-        tunnel = toml_str(TUNNEL_HOST),
-        ca = toml_str(&upstream.ca_path().display().to_string()),
-        registry_addr = toml_str(&upstream.registry_addr().to_string()),
-        tunnel_addr = toml_str(&upstream.tunnel_addr().to_string()),
     )
 }
 
@@ -201,12 +197,22 @@ fn run() -> anyhow::Result<bool> {
         let size = HIT_SIZES.0 + i * (HIT_SIZES.1 - HIT_SIZES.0) / (HIT_BLOBS - 1);
         let seed = settings.seed.wrapping_add(i);
         let hex = seeded_sha256(seed, size);
-        catalogue.insert(hex.clone(), BlobSpec { seed, size });
+        catalogue.insert(hex.clone(), Content::Seeded { seed, size });
         hits.push((hex, size));
     }
 
-    let upstream = SoakUpstream::start(dir.path(), catalogue.clone())?;
-    let mut pullcache = Pullcache::start_with(&bin, dir.path(), &config_sections(&upstream))?;
+    let ca = TestCa::new(dir.path(), "upstream")?;
+    let names = [REGISTRY_HOST.to_owned(), TUNNEL_HOST.to_owned()];
+    let leaf = ca.leaf(dir.path(), "upstream", &names)?;
+    let origin = Origin::start(OriginSetup {
+        thread_name: "soak-upstream",
+        tls: leaf.server_config(&[b"h2", b"http/1.1"])?,
+        sides: &[Side::Pullcache, Side::Tunnel],
+        repository: soak::REPOSITORY,
+        catalogue: catalogue.clone(),
+    })?;
+    let sections = config_sections(&origin, ca.pem_path());
+    let mut pullcache = Pullcache::start(&bin, dir.path(), &sections)?;
     let pid = pullcache.pid();
     eprintln!(
         "soak: {} clients ({} curl) for {} s; pullcache {} (pid {pid}) on {}; upstream registry {}, tunnel site {}",
@@ -215,14 +221,14 @@ fn run() -> anyhow::Result<bool> {
         settings.seconds,
         bin.display(),
         pullcache.addr(),
-        upstream.registry_addr(),
-        upstream.tunnel_addr()
+        origin.addr(Side::Pullcache),
+        origin.addr(Side::Tunnel)
     );
 
     let env = Arc::new(Env::new(
         pullcache.addr(),
         pullcache.ca_path().to_path_buf(),
-        upstream.ca_path().to_path_buf(),
+        ca.pem_path().to_path_buf(),
         catalogue,
         hits.clone(),
         // Miss seeds: far from the primed blobs' seeds.
@@ -251,14 +257,12 @@ fn run() -> anyhow::Result<bool> {
         anyhow::Ok(())
     })?;
     for (hex, _) in &hits {
-        let line = pullcache.logs().wait_for(COMMIT_LIMIT, |line| {
-            line.contains(hex.as_str())
-                && (line.contains("blob verified and cached") || line.contains("blob fetch failed"))
-        });
-        match line {
-            Some(line) if line.contains("blob verified and cached") => {}
-            Some(line) => bail!("priming: pullcache did not cache sha256:{hex}: {line}"),
-            None => bail!("priming: no commit of sha256:{hex} logged within {COMMIT_LIMIT:?}"),
+        match pullcache.logs().wait_commit(hex, COMMIT_LIMIT) {
+            Commit::Cached => {}
+            Commit::Failed(line) => bail!("priming: pullcache did not cache sha256:{hex}: {line}"),
+            Commit::NotLogged => {
+                bail!("priming: no commit of sha256:{hex} logged within {COMMIT_LIMIT:?}")
+            }
         }
     }
     eprintln!(
@@ -272,7 +276,7 @@ fn run() -> anyhow::Result<bool> {
     std::thread::sleep(Duration::from_secs(1));
     let before = monitor::sample(pid, 0.0)?;
     let fd_kinds_before = monitor::fd_kinds(pid);
-    let registry_before = upstream.connections(Site::Registry);
+    let registry_before = origin.connections(Side::Pullcache);
     let cpu_before = proxy::cpu_ticks(pid)?;
     let own_cpu_before = monitor::own_cpu_ticks();
 
@@ -349,8 +353,8 @@ fn run() -> anyhow::Result<bool> {
     let settle_started = Instant::now();
     let (after, registry_after, tunnel_after) = loop {
         let sample = monitor::sample(pid, 0.0)?;
-        let registry = upstream.connections(Site::Registry);
-        let tunnel = upstream.connections(Site::Tunnel);
+        let registry = origin.connections(Side::Pullcache);
+        let tunnel = origin.connections(Side::Tunnel);
         // Waits for the count before (plus new pooled upstream connections),
         // without the slack, so "after" is as settled as it gets.
         let settled = sample.fds as i64
@@ -450,11 +454,13 @@ fn run() -> anyhow::Result<bool> {
         .map(|(hex, _)| ("hit", hex))
         .chain(misses.iter().map(|hex| ("miss", hex)))
     {
-        let count = upstream.path_count(&blob_path(hex));
-        if count.get != 1 {
+        let requests = origin.blob_requests(Side::Pullcache, hex);
+        let count = |method: &str| requests.get(method).copied().unwrap_or(0);
+        if count("GET") != 1 {
             not_once.push(format!(
                 "{role} blob sha256:{hex}: {} GETs, {} HEADs",
-                count.get, count.head
+                count("GET"),
+                count("HEAD")
             ));
         }
     }
@@ -654,11 +660,21 @@ fn run() -> anyhow::Result<bool> {
         tunnel_after.open,
         tunnel_after.requests
     );
-    let other_paths: Vec<String> = upstream
-        .paths()
+    // Path → requests by GET, HEAD and any other method.
+    let mut other_requests: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for ((method, path), n) in origin.requests(Side::Pullcache) {
+        if !path.starts_with(&format!("/v2/{}/blobs/", soak::REPOSITORY)) {
+            let counts = other_requests.entry(path).or_default();
+            counts[match method.as_str() {
+                "GET" => 0,
+                "HEAD" => 1,
+                _ => 2,
+            }] += n;
+        }
+    }
+    let other_paths: Vec<String> = other_requests
         .into_iter()
-        .filter(|(path, _)| !path.starts_with(&format!("/v2/{}/blobs/", soak::REPOSITORY)))
-        .map(|(path, c)| format!("{path} GET×{} HEAD×{} other×{}", c.get, c.head, c.other))
+        .map(|(path, [get, head, other])| format!("{path} GET×{get} HEAD×{head} other×{other}"))
         .collect();
     println!(
         "  upstream registry requests other than blobs: {}",
@@ -743,18 +759,14 @@ fn run() -> anyhow::Result<bool> {
     let failed = checks.iter().filter(|c| !c.pass).count();
     println!("soak: {} passed, {failed} failed", checks.len() - failed);
     drop(pullcache);
-    drop(upstream);
+    drop(origin);
     Ok(pass)
 }
 
 /// The most descriptors pullcache may have after the run: its count before,
 /// plus upstream connections its pool opened since (the upstream counts
 /// them), plus [`FD_SLACK`].
-fn allowed_fds(
-    before: &Sample,
-    registry_before: &soak::upstream::Connections,
-    registry_now: &soak::upstream::Connections,
-) -> i64 {
+fn allowed_fds(before: &Sample, registry_before: &Connections, registry_now: &Connections) -> i64 {
     before.fds as i64 + (registry_now.open - registry_before.open).max(0) + FD_SLACK
 }
 

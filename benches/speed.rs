@@ -30,9 +30,8 @@
 
 #![allow(clippy::print_stdout)] // the report is the benchmark's output
 
-// The load benchmark's support modules: the speed benchmark uses the
-// pullcache process runner, the blob generator and curl's program lookup,
-// not the rest.
+// The shared support modules: the speed benchmark uses all but the load
+// benchmark's curl client.
 #[allow(dead_code)]
 mod support;
 
@@ -43,23 +42,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use speed::certs::TestCa;
 use speed::curl::{self, Get, Timing, Via};
 use speed::files::{self, FileServer};
 use speed::nginx::{self, Nginx, NginxSetup};
-use speed::origin::{Origin, Side};
 use speed::pool::{self, PoolJob};
 use speed::procfs::{self, RssSampler};
 use speed::stats::{summary, Failures, Series, Summary};
 use support::blobs::{self, Blob};
+use support::certs::TestCa;
 use support::client::sha256_file;
-use support::proxy::{self, toml_str, Pullcache};
-use support::{blob_path, env_count, REGISTRY_HOST};
+use support::origin::{Content, Origin, OriginSetup, Side};
+use support::proxy::{self, upstream_sections, Commit, Pullcache};
+use support::{blob_path, env_count, REGISTRY_HOST, REPOSITORY};
 
 /// How long pullcache may take, after the client has its last byte, to log
 /// that a blob was committed (the fsync of a large file can be slow).
@@ -67,6 +67,9 @@ const COMMIT_LIMIT: Duration = Duration::from_secs(180);
 
 /// Seed of the first generated blob; each later one adds one.
 const BASE_SEED: u64 = 0x7370_6565_6462_656e; // "speedben"
+
+/// The origin's runtime thread, for its CPU time.
+const ORIGIN_THREAD: &str = "speed-origin";
 
 /// The host tunnelled to the rustls file server (not intercepted).
 const TUNNEL_HOST: &str = "bulk.test";
@@ -366,7 +369,13 @@ impl Bench {
         names.extend(ttfb_hosts.iter().cloned());
         let ca = TestCa::new(dir.path(), "bench")?;
         let leaf = ca.leaf(dir.path(), "servers", &names)?;
-        let origin = Origin::start(leaf.server_config(&[b"h2", b"http/1.1"])?)?;
+        let origin = Origin::start(OriginSetup {
+            thread_name: ORIGIN_THREAD,
+            tls: leaf.server_config(&[b"h2", b"http/1.1"])?,
+            sides: &[Side::Direct, Side::Pullcache, Side::Nginx],
+            repository: REPOSITORY,
+            catalogue: Arc::default(),
+        })?;
         let files = FileServer::start(&www, leaf.server_config(&[b"http/1.1"])?)?;
 
         let (nginx, nginx_missing) = match nginx::find() {
@@ -401,33 +410,17 @@ impl Bench {
             }
         };
 
-        let mut hosts = vec![toml_str(REGISTRY_HOST)];
-        hosts.extend(ttfb_hosts.iter().map(|h| toml_str(h)));
-        let pullcache_side = toml_str(&origin.addr(Side::Pullcache).to_string());
-        let mut resolve = format!("{} = {pullcache_side}\n", toml_str(REGISTRY_HOST));
-        for host in &ttfb_hosts {
-            resolve.push_str(&format!("{} = {pullcache_side}\n", toml_str(host)));
-        }
-        resolve.push_str(&format!(
-            "{} = {}\n",
-            toml_str(TUNNEL_HOST),
-            toml_str(&files.addr().to_string())
-        ));
-        let sections = format!(
-            "[intercept]\n\
-             hosts = [{hosts}]\n\
-             \n\
-             [upstream]\n\
-             ca_files = [{ca}]\n\
-             \n\
-             [upstream.resolve]\n\
-             {resolve}",
-            hosts = hosts.join(", "),
-            ca = toml_str(&ca.pem_path().display().to_string()),
-        );
+        let mut hosts = vec![REGISTRY_HOST];
+        hosts.extend(ttfb_hosts.iter().map(String::as_str));
+        let mut resolve: Vec<(&str, SocketAddr)> = hosts
+            .iter()
+            .map(|host| (*host, origin.addr(Side::Pullcache)))
+            .collect();
+        resolve.push((TUNNEL_HOST, files.addr()));
+        let sections = upstream_sections(&hosts, ca.pem_path(), &resolve, "");
         let pullcache_dir = dir.path().join("pullcache");
         std::fs::create_dir_all(&pullcache_dir)?;
-        let pullcache = Pullcache::start_with(bin, &pullcache_dir, &sections)?;
+        let pullcache = Pullcache::start(bin, &pullcache_dir, &sections)?;
         let pullcache_ca = pullcache.ca_path().to_path_buf();
         let peak_reset_works = procfs::reset_peak(pullcache.pid());
         eprintln!(
@@ -538,7 +531,7 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(20));
         }
         drop(old); // kills it if it is still running, and reaps it
-        let fresh = Pullcache::start_with(
+        let fresh = Pullcache::start(
             &self.pullcache_bin,
             &self.pullcache_dir,
             &self.pullcache_sections,
@@ -684,16 +677,12 @@ impl Bench {
     /// Waits until pullcache logs that `hex` was committed; a failure if it
     /// logs a failed fetch instead, or nothing in time.
     fn wait_committed(&mut self, hex: &str, label: &str) {
-        let line = self.pc().logs().wait_for(COMMIT_LIMIT, |line| {
-            line.contains(hex)
-                && (line.contains("blob verified and cached") || line.contains("blob fetch failed"))
-        });
-        match line {
-            Some(line) if line.contains("blob verified and cached") => {}
-            Some(line) => self
+        match self.pc().logs().wait_commit(hex, COMMIT_LIMIT) {
+            Commit::Cached => {}
+            Commit::Failed(line) => self
                 .failures
                 .add(format!("{label}: pullcache did not cache the blob: {line}")),
-            None => self.failures.add(format!(
+            Commit::NotLogged => self.failures.add(format!(
                 "{label}: pullcache logged no commit for sha256:{hex} within {COMMIT_LIMIT:?}"
             )),
         }
@@ -702,8 +691,8 @@ impl Bench {
     /// Checks that pullcache fetched `expect` from the origin exactly once,
     /// and exactly its size in bytes.
     fn check_fetched_once(&mut self, expect: &Expect, label: &str) {
-        let gets = self.origin.gets(Side::Pullcache, &expect.hex);
-        let bytes = self.origin.bytes_served(Side::Pullcache, &expect.hex);
+        let gets = self.origin.blob_gets(Side::Pullcache, &expect.hex);
+        let bytes = self.origin.blob_bytes_sent(Side::Pullcache, &expect.hex);
         if gets != 1 {
             self.failures.add(format!(
                 "{label}: pullcache fetched sha256:{} from the origin {gets} times, not once",
@@ -735,7 +724,9 @@ impl Bench {
         std::fs::create_dir_all(file.parent().expect("blob files have a parent"))?;
         std::fs::write(&file, &blob.bytes)
             .with_context(|| format!("cannot write {}", file.display()))?;
-        self.origin.add(&expect.hex, blob.bytes.clone());
+        self.origin
+            .catalogue()
+            .insert(expect.hex.clone(), Content::Shared(blob.bytes.clone()));
         drop(blob);
 
         let label = format!("priming {mib} MiB");
@@ -743,7 +734,7 @@ impl Bench {
         let via_pullcache = proxied(self.pullcache_addr(), REGISTRY_HOST, &path, &pullcache_ca);
         self.verified(&via_pullcache, &expect, "priming: pullcache miss", &label)?;
         self.wait_committed(&expect.hex, &label);
-        self.origin.remove(&expect.hex);
+        self.origin.catalogue().remove(&expect.hex);
         self.check_fetched_once(&expect, &label);
         self.hit_blobs.insert(size, expect.clone());
         Ok(expect)
@@ -819,11 +810,11 @@ impl Bench {
             .collect();
         let rounds = self.settings.rounds;
         let name = format!("hit {mib} MiB");
-        let before = self.origin.gets(Side::Pullcache, &expect.hex);
+        let before = self.origin.blob_gets(Side::Pullcache, &expect.hex);
         // Untimed: one verified download per route (also their warm-up).
         self.verify_routes(&name, &routes, &expect)?;
         let series = self.interleave(&name, rounds, &routes, &expect)?;
-        let after = self.origin.gets(Side::Pullcache, &expect.hex);
+        let after = self.origin.blob_gets(Side::Pullcache, &expect.hex);
         if after != before {
             self.failures.add(format!(
                 "hit {mib} MiB: pullcache fetched the cached blob from the origin {} more times",
@@ -921,7 +912,9 @@ impl Bench {
         for round in 1..=rounds {
             let blob = self.generate(mib * MIB);
             let expect = Expect::of(&blob);
-            self.origin.add(&expect.hex, blob.bytes.clone());
+            self.origin
+                .catalogue()
+                .insert(expect.hex.clone(), Content::Shared(blob.bytes.clone()));
             drop(blob);
             let path = expect.path();
             let name = format!("miss {mib} MiB round {round}");
@@ -932,7 +925,7 @@ impl Bench {
                 path: &path,
                 ca: &ca,
             };
-            let meter = Some(Meter::Threads("speed-origin"));
+            let meter = Some(Meter::Threads(ORIGIN_THREAD));
             let (t, ticks) = self.timed(&direct, meter, &expect, &format!("{name} direct"))?;
             series[0].push(t.total, ticks);
             series[0].add_client(t.client_ticks);
@@ -989,9 +982,9 @@ impl Bench {
                     "miss: nginx proxy_cache, the blob again after its miss",
                     &format!("{name} nginx (verification)"),
                 )?;
-                nginx_fetches.push(self.origin.gets(Side::Nginx, &expect.hex));
+                nginx_fetches.push(self.origin.blob_gets(Side::Nginx, &expect.hex));
             }
-            self.origin.remove(&expect.hex);
+            self.origin.catalogue().remove(&expect.hex);
             // Whatever the servers left dirty (nginx does not fsync) is
             // written now, not during the next measurement.
             sync_disks();
@@ -1134,7 +1127,9 @@ impl Bench {
         for round in 1..=rounds {
             let blob = self.generate(mib * MIB);
             let expect = Expect::of(&blob);
-            self.origin.add(&expect.hex, blob.bytes.clone());
+            self.origin
+                .catalogue()
+                .insert(expect.hex.clone(), Content::Shared(blob.bytes.clone()));
             drop(blob);
             let path = expect.path();
             let name = format!("concurrent round {round}");
@@ -1160,10 +1155,10 @@ impl Bench {
             self.check_fetched_once(&expect, &format!("{name} cold ({clients} clients)"));
             fetched.push(format!(
                 "{}× {} bytes",
-                self.origin.gets(Side::Pullcache, &expect.hex),
-                self.origin.bytes_served(Side::Pullcache, &expect.hex)
+                self.origin.blob_gets(Side::Pullcache, &expect.hex),
+                self.origin.blob_bytes_sent(Side::Pullcache, &expect.hex)
             ));
-            self.origin.remove(&expect.hex);
+            self.origin.catalogue().remove(&expect.hex);
             sync_disks();
 
             let before = meter.ticks();
@@ -1287,7 +1282,9 @@ impl Bench {
         let rounds = self.settings.ttfb_rounds;
         let blob = self.generate(self.settings.small_kib * 1024);
         let expect = Expect::of(&blob);
-        self.origin.add(&expect.hex, blob.bytes.clone());
+        self.origin
+            .catalogue()
+            .insert(expect.hex.clone(), Content::Shared(blob.bytes.clone()));
         let path = expect.path();
         let pullcache_ca = self.pullcache_ca.clone();
         let addr = self.pullcache_addr();
@@ -1327,11 +1324,11 @@ impl Bench {
         self.check_fetched_once(&expect, "ttfb small blob");
         let heads = self
             .origin
-            .requests_for(Side::Pullcache, &expect.hex)
+            .blob_requests(Side::Pullcache, &expect.hex)
             .get("HEAD")
             .copied()
             .unwrap_or(0);
-        self.origin.remove(&expect.hex);
+        self.origin.catalogue().remove(&expect.hex);
 
         let ms = |ts: &[Timing], f: fn(&Timing) -> f64| -> Vec<f64> {
             ts.iter().map(|t| f(t) * 1e3).collect()
@@ -1412,7 +1409,7 @@ impl Bench {
         // A fresh process on the same cache, so the peak is what 100
         // concurrent hits need, not what earlier phases left in the heap.
         let old_rss = self.restart_pullcache()?;
-        let fetched_before = self.origin.gets(Side::Pullcache, &expect.hex);
+        let fetched_before = self.origin.blob_gets(Side::Pullcache, &expect.hex);
         let pid = self.pc().pid();
         let (_, rss_before) = procfs::memory_kib(pid);
         let reset = procfs::reset_peak(pid);
@@ -1431,7 +1428,7 @@ impl Bench {
         let ticks = meter.ticks().saturating_sub(ticks_before);
         let sampled = sampler.finish();
         let (hwm, rss_after) = procfs::memory_kib(pid);
-        let fetched = self.origin.gets(Side::Pullcache, &expect.hex) - fetched_before;
+        let fetched = self.origin.blob_gets(Side::Pullcache, &expect.hex) - fetched_before;
         if fetched != 0 {
             self.failures.add(format!(
                 "rss: pullcache fetched the cached blob from the origin {fetched} times"
@@ -1604,9 +1601,9 @@ impl Bench {
         );
         println!(
             "  origin connections by ALPN: curl {}; pullcache {}; nginx {}",
-            tally(&self.origin.connections(Side::Direct)),
-            tally(&self.origin.connections(Side::Pullcache)),
-            tally(&self.origin.connections(Side::Nginx))
+            tally(&self.origin.connections(Side::Direct).alpn),
+            tally(&self.origin.connections(Side::Pullcache).alpn),
+            tally(&self.origin.connections(Side::Nginx).alpn)
         );
         let other: usize = self
             .origin

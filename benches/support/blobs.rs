@@ -43,8 +43,8 @@ fn one(size: usize, seed: u64) -> Blob {
 
 /// The byte stream of one seed: splitmix64 words, little-endian. A blob of
 /// `n` bytes is the first `n` bytes of its seed's stream, so it can also be
-/// produced piece by piece (the soak test's upstream streams blobs it never
-/// holds whole) as long as every piece but the last is a multiple of 8 bytes.
+/// produced piece by piece (the origin streams seeded blobs it never holds
+/// whole) as long as every piece but the last is a multiple of 8 bytes.
 pub(crate) struct SeededBytes {
     state: u64,
 }

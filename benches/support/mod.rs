@@ -1,19 +1,23 @@
-//! The parts of the load benchmark (`benches/load.rs`), one per file: the
-//! pseudo-random blobs it moves, the in-process upstream registry that serves
-//! them, the `pullcache` child process it measures, and the curl client that
-//! downloads through either.
+//! What the benchmarks share, one part per file: the pseudo-random blobs
+//! they move, the certificates of their servers, the in-process origin
+//! (registry and tunnel site) and the runtime it and the other in-process
+//! servers run on, the `pullcache` child process they measure, and the load
+//! benchmark's curl client. `soak/` and `speed/` hold the parts only one
+//! benchmark uses.
 
 pub(crate) mod blobs;
+pub(crate) mod certs;
 pub(crate) mod client;
+pub(crate) mod origin;
 pub(crate) mod proxy;
-pub(crate) mod upstream;
+pub(crate) mod server;
 
 /// The registry name every request is for. pullcache intercepts it; its
 /// `[upstream.resolve]` and curl's `--resolve` point it at 127.0.0.1, so no
 /// request ever leaves the machine.
 pub(crate) const REGISTRY_HOST: &str = "registry-1.docker.io";
 
-/// The repository the blobs live in.
+/// The repository the load and speed benchmarks' blobs live in.
 pub(crate) const REPOSITORY: &str = "bench";
 
 /// `/v2/bench/blobs/sha256:<hex>`.

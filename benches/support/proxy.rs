@@ -1,6 +1,6 @@
 //! The `pullcache` process under test: the release binary, started with a
-//! config in a temporary directory that intercepts `registry-1.docker.io`
-//! and resolves it to the benchmark's upstream on 127.0.0.1. Its stderr is
+//! config in a temporary directory that intercepts the benchmark's
+//! registry names and resolves them to its servers on 127.0.0.1. Its stderr is
 //! kept line by line (the benchmark waits on its log lines, e.g. a blob's
 //! commit), and its CPU time and peak RSS are read from `/proc/<pid>`.
 //! It is killed when the handle is dropped, on a panic too.
@@ -14,8 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-
-use super::REGISTRY_HOST;
 
 /// How long pullcache may take to log its listen address.
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
@@ -91,6 +89,30 @@ impl LogBook {
                 .0;
         }
     }
+
+    /// Waits up to `limit` for pullcache to log how the fetch of blob `hex`
+    /// ended.
+    pub(crate) fn wait_commit(&self, hex: &str, limit: Duration) -> Commit {
+        const CACHED: &str = "blob verified and cached";
+        let line = self.wait_for(limit, |line| {
+            line.contains(hex) && (line.contains(CACHED) || line.contains("blob fetch failed"))
+        });
+        match line {
+            Some(line) if line.contains(CACHED) => Commit::Cached,
+            Some(line) => Commit::Failed(line),
+            None => Commit::NotLogged,
+        }
+    }
+}
+
+/// How pullcache's log ended the fetch of one blob.
+pub(crate) enum Commit {
+    /// "blob verified and cached".
+    Cached,
+    /// "blob fetch failed": the line.
+    Failed(String),
+    /// Neither in time, or pullcache exited first.
+    NotLogged,
 }
 
 pub(crate) struct Pullcache {
@@ -101,35 +123,10 @@ pub(crate) struct Pullcache {
 }
 
 impl Pullcache {
-    /// Starts `bin serve` with its config and data in `dir`, the upstream
-    /// trusted through `upstream_ca` and found at `upstream`, and waits until
-    /// it logs the address it listens on.
-    pub(crate) fn start(
-        bin: &Path,
-        dir: &Path,
-        upstream_ca: &Path,
-        upstream: SocketAddr,
-    ) -> anyhow::Result<Pullcache> {
-        let sections = format!(
-            "[intercept]\n\
-             hosts = [{host}]\n\
-             \n\
-             [upstream]\n\
-             ca_files = [{ca}]\n\
-             \n\
-             [upstream.resolve]\n\
-             {host} = {addr}\n",
-            host = toml_str(REGISTRY_HOST),
-            ca = toml_str(&upstream_ca.display().to_string()),
-            addr = toml_str(&upstream.to_string()),
-        );
-        Pullcache::start_with(bin, dir, &sections)
-    }
-
     /// Starts `bin serve` with its data in `dir/data` and a config of
     /// `listen = "127.0.0.1:0"`, that `data_dir` and then `sections` (the
     /// caller's tables), and waits until it logs the address it listens on.
-    pub(crate) fn start_with(bin: &Path, dir: &Path, sections: &str) -> anyhow::Result<Pullcache> {
+    pub(crate) fn start(bin: &Path, dir: &Path, sections: &str) -> anyhow::Result<Pullcache> {
         let data_dir = dir.join("data");
         let config_path = dir.join("pullcache.toml");
         let config = format!(
@@ -248,6 +245,36 @@ fn parse_listen_addr(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listen.addr=")?;
     let token = rest.split_whitespace().next()?;
     token.trim_matches('"').parse().ok()
+}
+
+/// pullcache's tables for fetching from the benchmark's own servers:
+/// `[intercept]` of `intercept`, `[upstream]` trusting their CA `ca` (plus
+/// the caller's `upstream_extra` lines) and `[upstream.resolve]` sending
+/// each host to its address on loopback.
+pub(crate) fn upstream_sections(
+    intercept: &[&str],
+    ca: &Path,
+    resolve: &[(&str, SocketAddr)],
+    upstream_extra: &str,
+) -> String {
+    let hosts: Vec<String> = intercept.iter().map(|host| toml_str(host)).collect();
+    let resolve: String = resolve
+        .iter()
+        .map(|(host, addr)| format!("{} = {}\n", toml_str(host), toml_str(&addr.to_string())))
+        .collect();
+    format!(
+        "[intercept]\n\
+         hosts = [{hosts}]\n\
+         \n\
+         [upstream]\n\
+         ca_files = [{ca}]\n\
+         {upstream_extra}\
+         \n\
+         [upstream.resolve]\n\
+         {resolve}",
+        hosts = hosts.join(", "),
+        ca = toml_str(&ca.display().to_string()),
+    )
 }
 
 /// A TOML basic string.

@@ -34,8 +34,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::stats::{Kind, Live, Outcome, Stats, TIMEOUT};
-use super::{blob_path, lock, seeded_sha256, tunnel_path, BlobSpec, Catalogue, Rng, TUNNEL_HOST};
+use super::{blob_path, lock, seeded_sha256, Rng, TUNNEL_HOST};
 use crate::support::client::{curl_program, PROXY_ENV};
+use crate::support::origin::{tunnel_path, Catalogue, Content};
 use crate::support::{to_hex, REGISTRY_HOST};
 
 /// Sizes of the never-requested blobs.
@@ -215,7 +216,8 @@ impl Env {
         let seed = self.next_miss_seed.fetch_add(1, Ordering::Relaxed);
         let size = rng.range(MISS_SIZES.0, MISS_SIZES.1);
         let hex = seeded_sha256(seed, size);
-        self.catalogue.insert(hex.clone(), BlobSpec { seed, size });
+        self.catalogue
+            .insert(hex.clone(), Content::Seeded { seed, size });
         lock(&self.misses).push(hex.clone());
         (hex, size)
     }

@@ -1,15 +1,12 @@
-//! The soak test's own parts (`benches/soak.rs`), next to the load
-//! benchmark's shared ones in `benches/support/`: the catalogue of blobs the
-//! upstream can serve, the upstream itself (a registry and a plain TLS
-//! "tunnel" site), the clients, the statistics and the watcher of the
-//! pullcache process.
+//! The soak test's own parts (`benches/soak.rs`), next to the shared ones
+//! in `benches/support/` (the origin it fetches from among them): the
+//! clients, the statistics and the watcher of the pullcache process, and
+//! the names and seeded blobs they agree on with the origin.
 
 pub(crate) mod client;
 pub(crate) mod monitor;
 pub(crate) mod stats;
-pub(crate) mod upstream;
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest as _, Sha256};
@@ -21,24 +18,13 @@ use crate::support::to_hex;
 pub(crate) const REPOSITORY: &str = "soak";
 
 /// The host the clients tunnel to. Not intercepted; pullcache's
-/// `[upstream.resolve]` maps it to the upstream's tunnel listener on
+/// `[upstream.resolve]` maps it to the origin's tunnel listener on
 /// 127.0.0.1, so it never needs DNS.
 pub(crate) const TUNNEL_HOST: &str = "tunnel.test";
 
 /// `/v2/soak/blobs/sha256:<hex>`.
 pub(crate) fn blob_path(hex: &str) -> String {
     format!("/v2/{REPOSITORY}/blobs/sha256:{hex}")
-}
-
-/// `/tunnel/<seed>/<size>`: a small body the tunnel site makes from a seed.
-pub(crate) fn tunnel_path(seed: u64, size: u64) -> String {
-    format!("/tunnel/{seed}/{size}")
-}
-
-/// The inverse of [`tunnel_path`].
-pub(crate) fn parse_tunnel_path(path: &str) -> Option<(u64, u64)> {
-    let (seed, size) = path.strip_prefix("/tunnel/")?.split_once('/')?;
-    Some((seed.parse().ok()?, size.parse().ok()?))
 }
 
 /// The SHA-256 (hex) of the first `size` bytes of seed `seed`'s stream,
@@ -56,31 +42,6 @@ pub(crate) fn seeded_sha256(seed: u64, size: u64) -> String {
         left -= n as u64;
     }
     to_hex(&hasher.finalize())
-}
-
-/// What the upstream knows about one blob: how to make it again.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BlobSpec {
-    pub(crate) seed: u64,
-    pub(crate) size: u64,
-}
-
-/// Every blob the upstream may serve, by hex digest. The clients register a
-/// fresh miss blob here before they ask pullcache for it; only the seed and
-/// the size are kept, the upstream regenerates the bytes when asked.
-#[derive(Default)]
-pub(crate) struct Catalogue {
-    blobs: Mutex<HashMap<String, BlobSpec>>,
-}
-
-impl Catalogue {
-    pub(crate) fn insert(&self, hex: String, spec: BlobSpec) {
-        lock(&self.blobs).insert(hex, spec);
-    }
-
-    pub(crate) fn get(&self, hex: &str) -> Option<BlobSpec> {
-        lock(&self.blobs).get(hex).copied()
-    }
 }
 
 /// A small, fast, seeded random number generator (splitmix64): the mix of

@@ -21,13 +21,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::support::server::ServerRuntime;
 
 /// Read size from the file, and the size of each write to the TLS stream.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -42,33 +41,28 @@ pub(crate) const THREAD_NAME: &str = "speed-files";
 pub(crate) struct FileServer {
     addr: SocketAddr,
     connections: Arc<AtomicU64>,
-    runtime: Option<Runtime>,
+    _runtime: ServerRuntime,
 }
 
 impl FileServer {
     /// Serves the files under `root` with `tls` on a fresh port of 127.0.0.1.
     pub(crate) fn start(root: &Path, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<FileServer> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(THREAD_NAME)
-            .enable_all()
-            .build()
-            .context("cannot build the file server's runtime")?;
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .context("cannot bind the file server on 127.0.0.1")?;
-        let addr = listener.local_addr()?;
+        let runtime = ServerRuntime::start(THREAD_NAME)?;
+        let acceptor = TlsAcceptor::from(tls);
+        let root = Arc::new(root.to_path_buf());
         let connections = Arc::new(AtomicU64::new(0));
-        runtime.spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(tls),
-            Arc::new(root.to_path_buf()),
-            connections.clone(),
-        ));
+        let accepted = connections.clone();
+        let addr = runtime.listen(move |tcp| {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            let (acceptor, root) = (acceptor.clone(), root.clone());
+            tokio::spawn(async move {
+                let _ = serve(acceptor, tcp, &root).await;
+            });
+        })?;
         Ok(FileServer {
             addr,
             connections,
-            runtime: Some(runtime),
+            _runtime: runtime,
         })
     }
 
@@ -79,36 +73,6 @@ impl FileServer {
     /// Connections accepted so far.
     pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    root: Arc<PathBuf>,
-    connections: Arc<AtomicU64>,
-) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        connections.fetch_add(1, Ordering::Relaxed);
-        let (acceptor, root) = (acceptor.clone(), root.clone());
-        tokio::spawn(async move {
-            let _ = serve(acceptor, tcp, &root).await;
-        });
     }
 }
 

@@ -1,4 +1,4 @@
-//! Certificates for the speed benchmark's servers, made at run time with
+//! Certificates for the benchmarks' servers, made at run time with
 //! `rcgen`: one throwaway CA per run, and leaves signed by it for whatever
 //! names a server answers to. A leaf comes both as PEM files (for nginx
 //! and curl) and as a rustls server config (for the in-process servers,
@@ -40,7 +40,7 @@ impl TestCa {
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(
             DnType::CommonName,
-            format!("pullcache speed bench {label} CA"),
+            format!("pullcache benchmark {label} CA"),
         );
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
