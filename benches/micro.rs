@@ -117,8 +117,7 @@ fn leaf(c: &mut Criterion) {
     let certified = rt
         .block_on(cache.get("registry-1.docker.io"))
         .expect("leaf");
-    // The client below lists AES first, as clients with AES hardware do.
-    let server = tls.server_config(certified, false);
+    let server = tls.server_config(certified);
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).expect("root");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -117,13 +117,7 @@ where
         .await
         .map_err(|_| HandshakeError::Timeout(limit))?
         .map_err(HandshakeError::Tls)?;
-    let (host, chacha_first) = {
-        let hello = start.client_hello();
-        (
-            leaf_host(state, &hello, target)?,
-            state.tls.client_prefers_chacha(&hello),
-        )
-    };
+    let host = leaf_host(state, &start.client_hello(), target)?;
     let leaf = state
         .leaves
         .get(&host)
@@ -132,7 +126,7 @@ where
             host: host.clone(),
             source,
         })?;
-    let config = state.tls.server_config(leaf, chacha_first);
+    let config = state.tls.server_config(leaf);
     tokio::time::timeout_at(deadline, start.into_stream(config))
         .await
         .map_err(|_| HandshakeError::Timeout(limit))?
