@@ -95,6 +95,7 @@ impl UpstreamClient {
         let connector = WarmingConnector {
             https,
             warm: Arc::new(Mutex::new(Warm::default())),
+            warm_ttl: WARM_CONNECTION_TTL,
         };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -139,6 +140,7 @@ impl UpstreamClient {
         };
         let mut https = self.connector.https.clone();
         let warm = self.connector.warm.clone();
+        let ttl = self.connector.warm_ttl;
         tokio::spawn(async move {
             let connected = https.call(uri).await;
             if let Err(error) = &connected {
@@ -147,7 +149,7 @@ impl UpstreamClient {
             if sender.send(connected).is_err() {
                 return;
             }
-            tokio::time::sleep(WARM_CONNECTION_TTL).await;
+            tokio::time::sleep(ttl).await;
             let mut warm = warm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if warm.ready.get(&key).is_some_and(|(ready, _)| *ready == id) {
                 // Dropping the receiver closes the connection nobody took.
@@ -222,6 +224,8 @@ impl Warm {
 pub struct WarmingConnector {
     https: HttpsConnector<ResolvingConnector>,
     warm: Arc<Mutex<Warm>>,
+    /// [`WARM_CONNECTION_TTL`], shorter in tests.
+    warm_ttl: Duration,
 }
 
 impl WarmingConnector {
@@ -340,5 +344,142 @@ impl Service<Uri> for ResolvingConnector {
             let stream = resolver.connect(&host, port).await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::io::Write as _;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::server::conn::auto;
+    use pullcache_ca::{CertificateAuthority, Constraints, LeafCache, LeafOptions};
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::*;
+    use crate::resolve::DestinationGuard;
+    use crate::tls::TlsSettings;
+
+    const HOST: &str = "registry.test";
+
+    /// A TLS registry for [`HOST`] on loopback that answers 200 to
+    /// everything and counts handshakes and connections that ended.
+    struct Registry {
+        addr: SocketAddr,
+        ca_file: tempfile::NamedTempFile,
+        handshakes: Arc<AtomicUsize>,
+        ended: Arc<AtomicUsize>,
+    }
+
+    impl Registry {
+        async fn start() -> Registry {
+            let ca = Arc::new(
+                CertificateAuthority::generate(&Constraints::Permitted(vec![HOST.into()])).unwrap(),
+            );
+            let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+            ca_file.write_all(ca.cert_pem().as_bytes()).unwrap();
+            let leaf = LeafCache::new(ca, LeafOptions::default())
+                .await
+                .unwrap()
+                .get(HOST)
+                .await
+                .unwrap();
+            let acceptor = TlsAcceptor::from(TlsSettings::new().unwrap().server_config(leaf));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let handshakes = Arc::new(AtomicUsize::new(0));
+            let ended = Arc::new(AtomicUsize::new(0));
+            let (handshakes2, ended2) = (handshakes.clone(), ended.clone());
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, handshakes, ended) =
+                        (acceptor.clone(), handshakes2.clone(), ended2.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        handshakes.fetch_add(1, Ordering::SeqCst);
+                        let service = service_fn(|_| async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                        });
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            });
+            Registry {
+                addr,
+                ca_file,
+                handshakes,
+                ended,
+            }
+        }
+
+        fn client(&self, warm_ttl: Duration) -> UpstreamClient {
+            let overrides = BTreeMap::from([(HOST.to_owned(), self.addr)]);
+            let resolver = Resolver::new(
+                overrides,
+                Duration::from_secs(5),
+                DestinationGuard::default(),
+            );
+            let mut client =
+                UpstreamClient::new(Arc::new(resolver), &[self.ca_file.path()]).expect("client");
+            client.connector.warm_ttl = warm_ttl;
+            client
+        }
+    }
+
+    /// Waits up to 5 s for `counter` to reach `want`.
+    async fn reaches(counter: &AtomicUsize, want: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counter.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        counter.load(Ordering::SeqCst) == want
+    }
+
+    #[tokio::test]
+    async fn an_untaken_warm_connection_is_closed_after_its_ttl() {
+        let registry = Registry::start().await;
+        let client = registry.client(Duration::from_millis(300));
+
+        client.warm(HOST);
+        client.warm(HOST);
+        assert!(reaches(&registry.handshakes, 1).await, "no warm handshake");
+        assert!(
+            reaches(&registry.ended, 1).await,
+            "the warm connection outlived its TTL"
+        );
+        assert_eq!(
+            registry.handshakes.load(Ordering::SeqCst),
+            1,
+            "a host just warmed is not warmed again"
+        );
+        assert!(client.connector.lock().ready.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_first_request_takes_the_warm_connection() {
+        let registry = Registry::start().await;
+        let client = registry.client(WARM_CONNECTION_TTL);
+
+        client.warm(HOST);
+        assert!(reaches(&registry.handshakes, 1).await, "no warm handshake");
+        let request = Request::get(format!("https://{HOST}/v2/"))
+            .body(crate::body::empty())
+            .unwrap();
+        let response = client.send(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(registry.handshakes.load(Ordering::SeqCst), 1);
+        assert!(client.connector.lock().ready.is_empty());
     }
 }
