@@ -206,11 +206,11 @@ pub async fn handle_connect(
                     match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
                         Ok(parts) => {
                             let client = parts.io.into_inner().into_inner();
-                            tunnel::splice_tcp(client, parts.read_buf, upstream, idle).await;
+                            tunnel::relay_tcp(client, parts.read_buf, upstream, idle).await;
                         }
                         Err(upgraded) => {
                             debug!("upgraded connection is not a bare socket; copying");
-                            tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
+                            tunnel::relay(TokioIo::new(upgraded), upstream, idle).await;
                         }
                     }
                 }

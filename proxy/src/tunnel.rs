@@ -1,4 +1,4 @@
-//! Tunnels: bytes spliced between the client and the real host, untouched,
+//! Tunnels: bytes relayed between the client and the real host, untouched,
 //! until both sides are done or the tunnel has been idle too long.
 //!
 //! Half-close is passed on: when one side finishes sending, the other side's
@@ -7,7 +7,7 @@
 //!
 //! Two ways to move the bytes:
 //!
-//! - [`splice_tcp`], when both ends are plain TCP sockets (the usual case:
+//! - [`relay_tcp`], when both ends are plain TCP sockets (the usual case:
 //!   the CONNECT came in on a socket and the upgraded connection can be
 //!   taken apart again). On Linux each direction moves its bytes socket to
 //!   socket driven by tokio's readiness, through a stage that grows to
@@ -18,7 +18,7 @@
 //!   measured on loopback with curl, the 1 MiB buffer tunnelled at
 //!   0.92–0.98× a direct download against 0.72–0.84× for the pipe, at
 //!   0.39–0.41 CPU-s per GB against 0.31–0.38.
-//! - [`splice`], for any stream: `copy_bidirectional` through a buffer per
+//! - [`relay`], for any stream: `copy_bidirectional` through a buffer per
 //!   direction. Used when the client is not a bare socket, and on other
 //!   systems.
 
@@ -41,7 +41,7 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 /// Copies bytes both ways between `client` and `upstream` until both
 /// directions have finished, an error occurs, or nothing moved for `idle`.
-pub async fn splice<C>(client: C, upstream: TcpStream, idle: Duration)
+pub async fn relay<C>(client: C, upstream: TcpStream, idle: Duration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -50,11 +50,12 @@ where
     run(transfer, &activity, idle, "copy").await;
 }
 
-/// Like [`splice`] for a client that is a bare socket: first forwards
+/// Like [`relay`] for a client that is a bare socket: first forwards
 /// `pending` (bytes the client sent that were already read off its socket,
 /// e.g. a TLS ClientHello that followed the CONNECT before our answer),
-/// then moves the rest without copying it where the system allows.
-pub async fn splice_tcp(client: TcpStream, pending: Bytes, upstream: TcpStream, idle: Duration) {
+/// then moves the rest socket to socket, spliced where the receiver is
+/// remote (see the module docs).
+pub async fn relay_tcp(client: TcpStream, pending: Bytes, upstream: TcpStream, idle: Duration) {
     let activity = Activity::new();
     let transfer = async {
         let mut upstream = upstream;
@@ -63,7 +64,7 @@ pub async fn splice_tcp(client: TcpStream, pending: Bytes, upstream: TcpStream, 
             activity.touch();
         }
         #[cfg(target_os = "linux")]
-        let (up, down) = zero_copy::both_ways(&client, &upstream, &activity).await?;
+        let (up, down) = sockets::both_ways(&client, &upstream, &activity).await?;
         #[cfg(not(target_os = "linux"))]
         let (up, down) = copy(client, upstream, &activity).await?;
         Ok((pending.len() as u64 + up, down))
@@ -116,7 +117,7 @@ where
 /// and grows it only for bulk transfers; and copies through a buffer when
 /// no usable pipe can be had.
 #[cfg(target_os = "linux")]
-mod zero_copy {
+mod sockets {
     use std::io;
     use std::os::fd::OwnedFd;
     use std::time::Duration;
@@ -380,14 +381,14 @@ mod tests {
     /// Which way of moving bytes a test drives.
     #[derive(Clone, Copy, Debug)]
     enum Entry {
-        /// [`splice`]: the copying path.
+        /// [`relay`]: the copying path.
         Copy,
-        /// [`splice_tcp`]: splice(2) through pipes on Linux.
+        /// [`relay_tcp`] as chosen for these loopback sockets.
         Tcp,
-        /// [`splice_tcp`]'s stages forced to buffers.
+        /// [`relay_tcp`]'s stages forced to buffers.
         #[cfg(target_os = "linux")]
         Buffered,
-        /// [`splice_tcp`]'s stages forced to pipes (on loopback it would
+        /// [`relay_tcp`]'s stages forced to pipes (on loopback it would
         /// choose buffers).
         #[cfg(target_os = "linux")]
         Piped,
@@ -408,11 +409,11 @@ mod tests {
         let (client_near, client_far) = pair().await;
         let (upstream_near, upstream_far) = pair().await;
         if !matches!(entry, Entry::Tcp) {
-            assert!(pending.is_empty(), "only splice_tcp takes pending bytes");
+            assert!(pending.is_empty(), "only relay_tcp takes pending bytes");
         }
         let task = match entry {
-            Entry::Copy => tokio::spawn(splice(client_near, upstream_near, idle)),
-            Entry::Tcp => tokio::spawn(splice_tcp(
+            Entry::Copy => tokio::spawn(relay(client_near, upstream_near, idle)),
+            Entry::Tcp => tokio::spawn(relay_tcp(
                 client_near,
                 Bytes::from_static(pending),
                 upstream_near,
@@ -420,13 +421,13 @@ mod tests {
             )),
             #[cfg(target_os = "linux")]
             Entry::Buffered | Entry::Piped => tokio::spawn(async move {
-                let new_stage: fn() -> zero_copy::Stage = match entry {
-                    Entry::Piped => || zero_copy::Stage::pipe().expect("a pipe with room"),
-                    _ => zero_copy::Stage::buffer,
+                let new_stage: fn() -> sockets::Stage = match entry {
+                    Entry::Piped => || sockets::Stage::pipe().expect("a pipe with room"),
+                    _ => sockets::Stage::buffer,
                 };
                 let activity = Activity::new();
                 let transfer =
-                    zero_copy::both_ways_with(&client_near, &upstream_near, &activity, new_stage);
+                    sockets::both_ways_with(&client_near, &upstream_near, &activity, new_stage);
                 run(transfer, &activity, idle, "test").await;
             }),
         };
@@ -472,7 +473,7 @@ mod tests {
             let mut back = Vec::new();
             client_far.read_to_end(&mut back).await.unwrap();
             assert_eq!(back, b"and back", "{entry:?}");
-            ends(task, "splice ends when both sides are done").await;
+            ends(task, "the tunnel ends when both sides are done").await;
         }
     }
 
@@ -492,7 +493,7 @@ mod tests {
             let mut back = Vec::new();
             upstream_far.read_to_end(&mut back).await.unwrap();
             assert_eq!(back, b"still heard", "{entry:?}");
-            ends(task, "splice ends when both sides are done").await;
+            ends(task, "the tunnel ends when both sides are done").await;
         }
     }
 
@@ -524,7 +525,7 @@ mod tests {
             );
             assert!(at_upstream == up, "{entry:?}: upstream got other bytes");
             assert!(at_client == down, "{entry:?}: client got other bytes");
-            ends(task, "splice ends when both sides are done").await;
+            ends(task, "the tunnel ends when both sides are done").await;
         }
     }
 
@@ -538,7 +539,7 @@ mod tests {
         upstream_far.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"already read; then the rest");
         drop(upstream_far);
-        ends(task, "splice ends when both sides are done").await;
+        ends(task, "the tunnel ends when both sides are done").await;
     }
 
     #[tokio::test]
@@ -593,13 +594,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1300)).await;
         }
         drop((client_far, upstream_far));
-        ends(task, "splice ends when both sides are gone").await;
+        ends(task, "the tunnel ends when both sides are gone").await;
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn buffers_start_small_and_grow_for_bulk() {
-        let mut stage = zero_copy::Stage::buffer();
+        let mut stage = sockets::Stage::buffer();
         assert_eq!(stage.capacity(), COPY_BUFFER);
         stage.grow();
         assert_eq!(stage.capacity(), 1024 * 1024);
@@ -609,14 +610,14 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_on_this_machine_gets_a_buffer() {
         let (near, _far) = pair().await;
-        let stage = zero_copy::Stage::for_receiver(&near)();
-        assert!(matches!(stage, zero_copy::Stage::Buffer(_)));
+        let stage = sockets::Stage::for_receiver(&near)();
+        assert!(matches!(stage, sockets::Stage::Buffer(_)));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn pipes_start_at_the_default_size_and_grow_for_bulk() {
-        let mut stage = zero_copy::Stage::pipe().expect("a pipe with room");
+        let mut stage = sockets::Stage::pipe().expect("a pipe with room");
         let before = stage.capacity();
         assert!(
             before >= COPY_BUFFER,
