@@ -1,11 +1,14 @@
 //! Filling the cache from upstream: the detached task behind a blob's
 //! single flight, and committing small verified bodies such as manifests.
 //!
-//! A blob fill streams the upstream body into an ingest file on a blocking
-//! writer thread (writing and hashing are CPU and disk work, kept off the
-//! async executor) while readers follow the file. Only when every byte is
-//! in and the digest matches do readers get their last byte; the file is
-//! then synced and renamed into `blobs/`.
+//! A blob fill copies the upstream body into recycled, page-aligned blocks
+//! (see [`crate::cache::block`]). Each block is handed to the readers
+//! following the download as it is, and written to the ingest file and
+//! hashed on the blocking pool (disk and CPU work, kept off the async
+//! executor) with direct I/O, so the bytes are copied once on their way
+//! to the disk rather than into the page cache and out again. Only when
+//! every byte is in and the digest matches do readers get their last byte;
+//! the file is then synced and renamed into `blobs/`.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+use crate::cache::block::{aligned_down, Block, BlockPool};
 use crate::cache::flight::{Flight, FlightState};
 use crate::cache::store::{CommitError, Committed, IngestFile};
 use crate::registry::access::https_uri;
@@ -25,9 +29,14 @@ use crate::registry::media::OCTET_STREAM;
 use crate::registry::route::RepoName;
 use crate::State;
 
-/// The most bytes gathered while a write is still running; past it the
-/// network waits for the disk, so memory stays flat with blob size.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// A block holding this much is written as soon as the disk is free; a
+/// full one waits for it. Writes are then large whatever the network's
+/// frame size, and a fast download reaches readers in steps this size.
+const EAGER_WRITE: usize = 256 * 1024;
+
+/// The longest received bytes wait in a block before readers get them, so
+/// a slow download still streams.
+const PUBLISH_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a fill did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +166,7 @@ async fn run_fill(
     let algorithm = digest.algorithm();
     let (ingest, reader) =
         tokio::task::spawn_blocking(move || -> std::io::Result<(IngestFile, File)> {
-            let ingest = store.create_ingest(algorithm)?;
+            let ingest = store.create_direct_ingest(algorithm)?;
             let reader = File::open(ingest.path())?;
             Ok((ingest, reader))
         })
@@ -169,20 +178,30 @@ async fn run_fill(
         total,
         media_type: media_type.clone(),
         written: 0,
+        received: 0,
     });
 
     let stall = fetcher.stall();
     let mut body = response.into_body();
-    let mut writer = Writer::new(ingest, flight.clone());
+    let mut writer = Writer::new(ingest, flight.clone(), state.cache.blocks.clone());
     let mut received: u64 = 0;
     let pumped: Result<(), FillError> = async {
+        let mut stall_at = tokio::time::Instant::now() + stall;
         loop {
-            let frame = match tokio::time::timeout(stall, body.frame()).await {
-                Err(_) => return Err(FillError::Stalled(stall)),
+            let wake_at = writer.publish_by().map_or(stall_at, |at| at.min(stall_at));
+            let frame = match tokio::time::timeout_at(wake_at, body.frame()).await {
+                Err(_) if tokio::time::Instant::now() >= stall_at => {
+                    return Err(FillError::Stalled(stall))
+                }
+                Err(_) => {
+                    writer.flush(false).await?;
+                    continue;
+                }
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(error))) => return Err(FillError::Upstream(error.to_string())),
                 Ok(Some(Ok(frame))) => frame,
             };
+            stall_at = tokio::time::Instant::now() + stall;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -190,7 +209,7 @@ async fn run_fill(
             if let Some(total) = total.filter(|&t| received > t) {
                 return Err(FillError::TooLong(total));
             }
-            writer.push(data).await?;
+            writer.push(&data).await?;
         }
     }
     .await;
@@ -259,54 +278,105 @@ pub async fn commit_bytes(state: &Arc<State>, digest: &Digest, bytes: &Bytes, me
     }
 }
 
-/// Writes a download to its ingest file in batches on the blocking pool,
-/// one write at a time, while the network keeps receiving.
+/// Carries a download from the network to its readers and its ingest
+/// file, one block at a time.
 ///
-/// A write starts as soon as the previous one has finished, with whatever
-/// arrived meanwhile: when the disk keeps up, bytes reach readers at once;
-/// when it does not, frames are gathered into larger writes (up to
-/// [`WRITE_BATCH`]) instead of one syscall and wake-up per 16 KiB frame.
-/// Frames are kept as they came and written with one vectored write, not
-/// copied into a batch buffer. No blocking thread is held between writes.
+/// Received bytes are copied into the current block. The block is handed
+/// over when it is full, when the disk is free and it holds
+/// [`EAGER_WRITE`] bytes, or when its oldest byte has waited
+/// [`PUBLISH_WITHIN`]: readers get it at once (they take slices of it,
+/// without copying) and its aligned part is written with direct I/O and
+/// hashed on the blocking pool while the next block fills; the unaligned
+/// rest starts the next block. One write runs at a time; a full block
+/// waits for it, so the network waits for the disk and memory stays flat
+/// with blob size. No blocking thread is held between writes.
 struct Writer {
     idle: Option<IngestFile>,
     running: Option<JoinHandle<std::io::Result<IngestFile>>>,
-    gathered: Vec<Bytes>,
-    gathered_len: usize,
+    pool: Arc<BlockPool>,
+    block: Block,
+    /// Where `block` starts in the blob.
+    block_offset: u64,
+    /// How far readers have been handed bytes.
+    published: u64,
+    /// When the block's unpublished bytes must go to readers.
+    publish_by: Option<tokio::time::Instant>,
     flight: Arc<Flight>,
 }
 
 impl Writer {
-    fn new(ingest: IngestFile, flight: Arc<Flight>) -> Writer {
+    fn new(ingest: IngestFile, flight: Arc<Flight>, pool: Arc<BlockPool>) -> Writer {
         Writer {
             idle: Some(ingest),
             running: None,
-            gathered: Vec::new(),
-            gathered_len: 0,
+            block: pool.take(),
+            pool,
+            block_offset: 0,
+            published: 0,
+            publish_by: None,
             flight,
         }
     }
 
-    /// Takes a chunk; starts a write if the writer is free, waits for the
-    /// running one if too much has gathered.
-    async fn push(&mut self, chunk: Bytes) -> Result<(), FillError> {
-        self.gathered_len += chunk.len();
-        self.gathered.push(chunk);
-        let finished = self.running.as_ref().is_none_or(|w| w.is_finished());
-        if finished || self.gathered_len >= WRITE_BATCH {
-            self.start_write().await?;
+    /// When [`Writer::flush`] must run for readers to get the bytes
+    /// received so far; `None` if they have them all.
+    fn publish_by(&self) -> Option<tokio::time::Instant> {
+        self.publish_by
+    }
+
+    /// Takes received bytes; hands the block over when it is full, or when
+    /// the disk is free and enough has gathered.
+    async fn push(&mut self, mut chunk: &[u8]) -> Result<(), FillError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.publish_by
+            .get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_WITHIN);
+        while !chunk.is_empty() {
+            let taken = self.block.fill(chunk);
+            chunk = &chunk[taken..];
+            if self.block.room() == 0 {
+                self.flush(false).await?;
+                if !chunk.is_empty() {
+                    self.publish_by = Some(tokio::time::Instant::now() + PUBLISH_WITHIN);
+                }
+            }
+        }
+        let disk_free = self.running.as_ref().is_none_or(|w| w.is_finished());
+        if disk_free && self.block.len() >= EAGER_WRITE {
+            self.flush(false).await?;
         }
         Ok(())
     }
 
-    /// Waits for the running write, then starts one with what gathered.
-    async fn start_write(&mut self) -> Result<(), FillError> {
-        let mut ingest = self.wait().await?;
-        let batch = std::mem::take(&mut self.gathered);
-        self.gathered_len = 0;
+    /// Waits for the running write, hands the block to readers and starts
+    /// writing it: its aligned part, or all of it when it is the `last`.
+    async fn flush(&mut self, last: bool) -> Result<(), FillError> {
+        let ingest = self.wait().await?;
+        let block = std::mem::replace(&mut self.block, self.pool.take());
+        let held = block.len();
+        let to_write = if last { held } else { aligned_down(held) };
+        self.block.fill(&block.filled()[to_write..]);
+        let offset = self.block_offset;
+        self.block_offset += to_write as u64;
+        let end = offset + held as u64;
+        let bytes = block.freeze();
+        if end > self.published {
+            self.flight.publish(offset, bytes.clone());
+            self.published = end;
+        }
+        // What is left over was just published; readers have it.
+        self.publish_by = None;
+        if to_write == 0 {
+            self.idle = Some(ingest);
+            return Ok(());
+        }
         let flight = self.flight.clone();
+        let mut ingest = ingest;
         self.running = Some(tokio::task::spawn_blocking(move || {
-            ingest.write_announcing(&batch, |written| flight.advance(written))?;
+            ingest.write_announcing(&[bytes.slice(..to_write)], |written| {
+                flight.advance(written)
+            })?;
             Ok(ingest)
         }));
         Ok(())
@@ -326,9 +396,103 @@ impl Writer {
 
     /// Writes what is left and hands back the ingest file.
     async fn finish(mut self) -> Result<IngestFile, FillError> {
-        if !self.gathered.is_empty() {
-            self.start_write().await?;
+        if !self.block.is_empty() {
+            self.flush(true).await?;
         }
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::block::ALIGN;
+    use crate::cache::flight::{Flights, Joined};
+    use crate::cache::store::{digest_of, BlobStore};
+    use crate::registry::digest::Algorithm;
+
+    fn streaming(flight: &Flight, file: File) {
+        flight.set(FlightState::Streaming {
+            file: Arc::new(file),
+            total: None,
+            media_type: OCTET_STREAM.into(),
+            written: 0,
+            received: 0,
+        });
+    }
+
+    fn progress(flight: &Flight) -> (u64, u64) {
+        match &*flight.subscribe().borrow() {
+            FlightState::Streaming {
+                written, received, ..
+            } => (*written, *received),
+            other => panic!("not streaming: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_reach_readers_and_the_file_whatever_the_frame_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..2 * crate::cache::block::BLOCK_SIZE + 5 * ALIGN + 77)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let digest = digest_of(Algorithm::Sha256, &data);
+        let Joined::Leader(flight) = Flights::default().join(&digest) else {
+            panic!("the first request leads");
+        };
+        let ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();
+        streaming(&flight, File::open(ingest.path()).unwrap());
+        let mut writer = Writer::new(ingest, flight.clone(), Arc::default());
+        // Frames of awkward sizes, as a network delivers them.
+        for frame in data.chunks(16_381) {
+            writer.push(frame).await.unwrap();
+            let (written, received) = progress(&flight);
+            assert!(written <= received && received <= data.len() as u64);
+            assert_eq!(
+                written % ALIGN as u64,
+                0,
+                "until the end, only whole pages are written"
+            );
+        }
+        let ingest = writer.finish().await.unwrap();
+        assert_eq!(progress(&flight), (data.len() as u64, data.len() as u64));
+        // The newest block in memory holds the last bytes.
+        let tail = flight
+            .recent()
+            .slice(data.len() as u64 - 10, u64::MAX)
+            .unwrap();
+        assert_eq!(&tail[..], &data[data.len() - 10..]);
+        let verified = ingest.verify(&digest, Some(data.len() as u64)).unwrap();
+        verified.persist(&store).unwrap();
+        assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_few_bytes_reach_readers_before_a_page_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let Joined::Leader(flight) = Flights::default().join(&digest_of(Algorithm::Sha256, b"x"))
+        else {
+            panic!("the first request leads");
+        };
+        let ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();
+        streaming(&flight, File::open(ingest.path()).unwrap());
+        let mut writer = Writer::new(ingest, flight.clone(), Arc::default());
+        assert!(writer.publish_by().is_none(), "nothing to hand over yet");
+        writer.push(b"slow upstream").await.unwrap();
+        assert!(writer.publish_by().is_some());
+        // What the fill does when `publish_by` passes.
+        writer.flush(false).await.unwrap();
+        assert!(writer.publish_by().is_none());
+        assert_eq!(progress(&flight), (0, 13), "published, not yet written");
+        assert_eq!(&flight.recent().slice(0, 13).unwrap()[..], b"slow upstream");
+        writer.push(b", then more").await.unwrap();
+        let ingest = writer.finish().await.unwrap();
+        assert_eq!(ingest.written(), 24);
+        assert_eq!(
+            std::fs::read(ingest.path()).unwrap(),
+            b"slow upstream, then more"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Single flight for blob downloads: the first request for an uncached
 //! digest starts one upstream fetch; every request for it, the first one
-//! included, reads the growing ingest file as bytes arrive.
+//! included, follows the download as bytes arrive: from the blocks the
+//! fetch still holds in memory ([`Recent`]) while it keeps up, from the
+//! ingest file when it falls further behind.
 //!
 //! The fetch runs in its own task, so a client that goes away does not
 //! stop it; followers keep streaming and the blob is still committed. A
@@ -8,9 +10,10 @@
 //! verified: the last byte of every response is held back until then, so a
 //! digest mismatch always reaches the client as an aborted body.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry;
@@ -28,12 +31,17 @@ use crate::registry::digest::Digest;
 /// records few on the hot path.
 pub const READ_CHUNK: usize = 256 * 1024;
 
+/// How many of a download's latest blocks stay in memory for its readers.
+/// Only the newest two can hold bytes not yet in the file; the rest let a
+/// reader a few megabytes behind skip the disk.
+const RECENT_BLOCKS: usize = 4;
+
 /// Where one download stands.
 #[derive(Debug, Clone)]
 pub enum FlightState {
     /// Asking upstream; no bytes yet.
     Starting,
-    /// Bytes are arriving in the ingest file.
+    /// Bytes are arriving.
     Streaming {
         /// The ingest file, opened for reading. Readers share this handle,
         /// so the rename at commit time cannot pull the file from under them.
@@ -42,8 +50,11 @@ pub enum FlightState {
         total: Option<u64>,
         /// The media type upstream gave.
         media_type: Arc<str>,
-        /// Bytes written so far.
+        /// Bytes in the ingest file so far.
         written: u64,
+        /// Bytes received so far: at least `written`; the rest are in
+        /// the flight's [`Recent`] blocks.
+        received: u64,
     },
     /// Every byte arrived and matched the digest; readers may finish.
     Verified {
@@ -74,13 +85,32 @@ pub enum FlightState {
 #[derive(Debug)]
 pub struct Flight {
     state: watch::Sender<FlightState>,
+    recent: Recent,
 }
 
 impl Flight {
     fn new() -> Flight {
         Flight {
             state: watch::Sender::new(FlightState::Starting),
+            recent: Recent::default(),
         }
+    }
+
+    /// The latest blocks of the download, for its readers.
+    pub fn recent(&self) -> Recent {
+        self.recent.clone()
+    }
+
+    /// Hands readers `bytes`, the download's bytes from `offset`, before
+    /// they are in the file.
+    pub fn publish(&self, offset: u64, bytes: Bytes) {
+        let end = offset + bytes.len() as u64;
+        self.recent.push(offset, bytes);
+        self.state.send_modify(|state| {
+            if let FlightState::Streaming { received, .. } = state {
+                *received = (*received).max(end);
+            }
+        });
     }
 
     /// Watches the download's progress.
@@ -93,11 +123,15 @@ impl Flight {
         self.state.send_replace(state);
     }
 
-    /// Records that more bytes were written.
+    /// Records that more bytes are in the file.
     pub fn advance(&self, written_now: u64) {
         self.state.send_modify(|state| {
-            if let FlightState::Streaming { written, .. } = state {
+            if let FlightState::Streaming {
+                written, received, ..
+            } = state
+            {
                 *written = written_now;
+                *received = (*received).max(written_now);
             }
         });
     }
@@ -127,6 +161,41 @@ impl Flight {
                 };
             }
         });
+    }
+}
+
+/// A download's latest blocks, by their offset in the blob, newest last.
+/// Blocks may overlap (a block's unaligned tail starts the next one).
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    blocks: Arc<Mutex<VecDeque<(u64, Bytes)>>>,
+}
+
+impl Recent {
+    fn push(&self, offset: u64, bytes: Bytes) {
+        let mut blocks = self.lock();
+        if blocks.len() == RECENT_BLOCKS {
+            blocks.pop_front();
+        }
+        blocks.push_back((offset, bytes));
+    }
+
+    /// The bytes from `position` up to `limit` (or the end of the block
+    /// holding `position`), if a block in memory holds them.
+    pub fn slice(&self, position: u64, limit: u64) -> Option<Bytes> {
+        let blocks = self.lock();
+        let (offset, bytes) = blocks.iter().rev().find(|(offset, bytes)| {
+            *offset <= position && position < offset + bytes.len() as u64
+        })?;
+        let from = (position - offset) as usize;
+        let to = (limit.min(offset + bytes.len() as u64) - offset) as usize;
+        (to > from).then(|| bytes.slice(from..to))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Bytes)>> {
+        self.blocks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -204,6 +273,7 @@ pub type Resume = Arc<dyn Fn(u64, u64) -> BoxFuture<'static, Result<Body, BoxErr
 struct Reader {
     file: Arc<File>,
     source: Source,
+    recent: Option<Recent>,
     position: u64,
     end: u64,
     resume: Option<Resume>,
@@ -214,18 +284,20 @@ pub fn file_body(file: File, start: u64, end: u64) -> Body {
     reader_body(Reader {
         file: Arc::new(file),
         source: Source::Complete,
+        recent: None,
         position: start,
         end,
         resume: None,
     })
 }
 
-/// A body of bytes `[start, end)` of a download in progress, read from its
-/// ingest file as they arrive. `file` must be the ingest file, opened while
-/// the flight was streaming.
+/// A body of bytes `[start, end)` of a download in progress, taken from
+/// `recent` or read from its ingest file as they arrive. `file` must be the
+/// ingest file, opened while the flight was streaming.
 pub fn growing_body(
     file: Arc<File>,
     progress: watch::Receiver<FlightState>,
+    recent: Recent,
     start: u64,
     end: u64,
     resume: Option<Resume>,
@@ -233,6 +305,7 @@ pub fn growing_body(
     reader_body(Reader {
         file,
         source: Source::Growing(progress),
+        recent: Some(recent),
         position: start,
         end,
         resume,
@@ -260,8 +333,9 @@ fn reader_body(reader: Reader) -> Body {
     StreamBody::new(chunks).boxed_unsync()
 }
 
-/// Waits until bytes past `position` may be sent, then reads up to
-/// [`READ_CHUNK`] of them. `None` when the body turned out to be complete.
+/// Waits until bytes past `position` may be sent, then takes them from
+/// memory or reads up to [`READ_CHUNK`] of them from the file. `None` when
+/// the body turned out to be complete.
 async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
     let limit = loop {
         match &mut reader.source {
@@ -280,9 +354,11 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
                         reader.end
                     }
                     // Hold back the last byte until the digest is verified.
-                    FlightState::Streaming { written, total, .. } => {
+                    FlightState::Streaming {
+                        received, total, ..
+                    } => {
                         let end = total.map_or(reader.end, |t| reader.end.min(t));
-                        written.min(end.saturating_sub(1))
+                        received.min(end.saturating_sub(1))
                     }
                     FlightState::Failed {
                         resumable: true,
@@ -303,7 +379,23 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
                     FlightState::Starting => reader.position,
                 };
                 if allowed > reader.position {
-                    break allowed;
+                    if let Some(bytes) = reader
+                        .recent
+                        .as_ref()
+                        .and_then(|r| r.slice(reader.position, allowed))
+                    {
+                        return Ok(Some(bytes));
+                    }
+                    // Older than the blocks in memory, so in the file by now.
+                    let on_disk = match &*progress.borrow() {
+                        FlightState::Streaming { written, .. } => *written,
+                        FlightState::Verified { size, .. } => *size,
+                        // Ended meanwhile: the next turn says how.
+                        FlightState::Starting | FlightState::Failed { .. } => reader.position,
+                    };
+                    if on_disk.min(allowed) > reader.position {
+                        break on_disk.min(allowed);
+                    }
                 }
                 if progress.changed().await.is_err() {
                     return Err(ReadError::Failed("the download stopped".into()));
@@ -481,10 +573,12 @@ mod tests {
             total: Some(6),
             media_type: "application/octet-stream".into(),
             written: 0,
+            received: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
+            flight.recent(),
             0,
             6,
             None,
@@ -507,6 +601,94 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readers_take_published_bytes_before_they_reach_the_file() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let flight = Flight::new();
+        flight.set(FlightState::Streaming {
+            file: Arc::new(tmp.reopen().unwrap()),
+            total: Some(6),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+            received: 0,
+        });
+        let mut body = growing_body(
+            Arc::new(tmp.reopen().unwrap()),
+            flight.subscribe(),
+            flight.recent(),
+            1,
+            6,
+            None,
+        );
+        flight.publish(0, Bytes::from_static(b"abcdef"));
+        // The file is still empty: these bytes can only come from memory,
+        // and the last one waits for verification.
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"bcde");
+        flight.set(FlightState::Verified {
+            size: 6,
+            file: Arc::new(tmp.reopen().unwrap()),
+            media_type: "application/octet-stream".into(),
+        });
+        assert_eq!(collect(body).await.unwrap(), b"f");
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_the_blocks_in_memory_reads_the_file() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let flight = Flight::new();
+        flight.set(FlightState::Streaming {
+            file: Arc::new(tmp.reopen().unwrap()),
+            total: Some(12),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+            received: 0,
+        });
+        let data = b"0123456789AB";
+        tmp.write_all(data).unwrap();
+        flight.advance(10);
+        // Two-byte blocks: more than the window keeps, so the first ones
+        // are only in the file.
+        for offset in (0..12).step_by(2) {
+            flight.publish(
+                offset,
+                Bytes::copy_from_slice(&data[offset as usize..][..2]),
+            );
+        }
+        assert!(
+            flight.recent().slice(0, 12).is_none(),
+            "the oldest block was dropped"
+        );
+        let reader = tokio::spawn(collect(growing_body(
+            Arc::new(tmp.reopen().unwrap()),
+            flight.subscribe(),
+            flight.recent(),
+            0,
+            12,
+            None,
+        )));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        flight.set(FlightState::Verified {
+            size: 12,
+            file: Arc::new(tmp.reopen().unwrap()),
+            media_type: "application/octet-stream".into(),
+        });
+        assert_eq!(reader.await.unwrap().unwrap(), data);
+    }
+
+    #[test]
+    fn recent_blocks_answer_from_the_newest_that_holds_a_position() {
+        let recent = Recent::default();
+        recent.push(0, Bytes::from_static(b"abcd"));
+        // The next block starts with the previous one's unwritten tail.
+        recent.push(2, Bytes::from_static(b"cdefgh"));
+        assert_eq!(&recent.slice(0, 100).unwrap()[..], b"abcd");
+        assert_eq!(&recent.slice(3, 100).unwrap()[..], b"defgh");
+        assert_eq!(&recent.slice(3, 5).unwrap()[..], b"de");
+        assert!(recent.slice(8, 100).is_none());
+        assert!(recent.slice(3, 3).is_none());
+    }
+
+    #[tokio::test]
     async fn a_download_that_cannot_be_stored_continues_from_upstream() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
@@ -515,6 +697,7 @@ mod tests {
             total: Some(8),
             media_type: "application/octet-stream".into(),
             written: 0,
+            received: 0,
         });
         // Upstream serves from the offset asked for, with junk past the
         // end that the reader must cut off.
@@ -528,6 +711,7 @@ mod tests {
         let reader = tokio::spawn(collect(growing_body(
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
+            flight.recent(),
             0,
             8,
             Some(resume),
@@ -549,10 +733,12 @@ mod tests {
             total: Some(4),
             media_type: "application/octet-stream".into(),
             written: 0,
+            received: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
+            flight.recent(),
             0,
             4,
             None,

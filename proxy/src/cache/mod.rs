@@ -8,6 +8,7 @@
 //! agree with the files in `blobs/`. A damaged index is set aside and
 //! rebuilt from `blobs/`; [`verify`] re-hashes every blob offline.
 
+pub mod block;
 pub mod flight;
 pub mod index;
 pub mod store;
@@ -22,6 +23,7 @@ use dashmap::DashMap;
 use tracing::{info, warn};
 
 use crate::registry::digest::Digest;
+use block::BlockPool;
 use flight::Flights;
 use index::{BlobRecord, Index, IndexError, RepoRecord, Snapshot, TagRecord};
 use store::BlobStore;
@@ -128,6 +130,8 @@ pub struct Cache {
     pending_hits: Mutex<HashMap<Digest, (u64, u64)>>,
     /// Blob downloads in progress.
     pub flights: Flights,
+    /// Buffers those downloads carry their bytes in.
+    pub blocks: Arc<BlockPool>,
 }
 
 impl Cache {
@@ -312,6 +316,7 @@ impl Cache {
             repos,
             pending_hits: Mutex::default(),
             flights: Flights::default(),
+            blocks: Arc::default(),
         };
         Ok((cache, recovery))
     }

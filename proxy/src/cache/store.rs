@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest as _;
 
+use crate::cache::block::ALIGN;
 use crate::registry::digest::{Algorithm, Digest};
 
 /// The blob store rooted in the data directory.
@@ -114,8 +115,20 @@ impl BlobStore {
         }
     }
 
-    /// Starts a new download for `digest`.
+    /// Starts a new download for `digest`, written through the page cache.
     pub fn create_ingest(&self, algorithm: Algorithm) -> io::Result<IngestFile> {
+        self.new_ingest(algorithm, false)
+    }
+
+    /// Starts a new download whose aligned writes skip the page cache
+    /// (`O_DIRECT`), for large blobs whose readers get the bytes from
+    /// memory; see [`IngestFile::write_announcing`]. Falls back to the page
+    /// cache where the file system refuses direct I/O.
+    pub fn create_direct_ingest(&self, algorithm: Algorithm) -> io::Result<IngestFile> {
+        self.new_ingest(algorithm, true)
+    }
+
+    fn new_ingest(&self, algorithm: Algorithm, direct: bool) -> io::Result<IngestFile> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
             let name = format!(
@@ -125,16 +138,27 @@ impl BlobStore {
                 random_suffix()
             );
             let path = self.ingest.join(name);
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => {
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true).mode(0o600);
+            let opened = match direct_flag().filter(|_| direct) {
+                Some(flag) => match options.clone().custom_flags(flag).open(&path) {
+                    // tmpfs and some network file systems have no direct I/O.
+                    Err(error)
+                        if error.raw_os_error()
+                            == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                    {
+                        options.open(&path).map(|file| (file, false))
+                    }
+                    other => other.map(|file| (file, true)),
+                },
+                None => options.open(&path).map(|file| (file, false)),
+            };
+            match opened {
+                Ok((file, direct)) => {
                     return Ok(IngestFile {
                         path,
                         file,
+                        direct,
                         hasher: Hasher::new(algorithm),
                         written: 0,
                         finished: false,
@@ -215,6 +239,8 @@ pub struct Scan {
 pub struct IngestFile {
     path: PathBuf,
     file: File,
+    /// Whether the file is open with `O_DIRECT`.
+    direct: bool,
     hasher: Hasher,
     written: u64,
     finished: bool,
@@ -230,6 +256,10 @@ impl IngestFile {
     /// new length as soon as they are in the file, then hashes them. The
     /// order lets readers following the file send these bytes while the
     /// hash runs; they cannot finish before [`IngestFile::verify`] anyway.
+    ///
+    /// On a direct ingest, chunks whose addresses and lengths are all
+    /// [`ALIGN`]ed go straight to the disk; the first that are not (a
+    /// download's last bytes) switch the file to the page cache for good.
     pub fn write_announcing<B: AsRef<[u8]>>(
         &mut self,
         chunks: &[B],
@@ -237,12 +267,51 @@ impl IngestFile {
     ) -> io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> =
             chunks.iter().map(|c| IoSlice::new(c.as_ref())).collect();
-        write_all_vectored(&mut self.file, &mut slices)?;
+        if self.direct && !slices.iter().all(|s| is_aligned(s)) {
+            self.stop_direct()?;
+        }
+        self.write_all_vectored(&mut slices)?;
         self.written += slices_len(chunks);
         announce(self.written);
         for chunk in chunks {
             self.hasher.update(chunk.as_ref());
         }
+        Ok(())
+    }
+
+    /// Whether writes still skip the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// `Write::write_all` for several buffers (the standard library's
+    /// `write_all_vectored` is not stable yet). A direct write the file
+    /// system refuses is retried, from where it stopped, through the page
+    /// cache: some accept the flag at open and not at write.
+    fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !slices.is_empty() {
+            match self.file.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error)
+                    if self.direct
+                        && error.raw_os_error()
+                            == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
+                    self.stop_direct()?
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_direct(&mut self) -> io::Result<()> {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        let flags = fcntl_getfl(&self.file)?;
+        fcntl_setfl(&self.file, flags - OFlags::DIRECT)?;
+        self.direct = false;
         Ok(())
     }
 
@@ -400,18 +469,20 @@ fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// `Write::write_all` for several buffers (the standard library's
-/// `write_all_vectored` is not stable yet).
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
+/// The `custom_flags` value for `O_DIRECT`, where the platform has it.
+fn direct_flag() -> Option<i32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        i32::try_from(rustix::fs::OFlags::DIRECT.bits()).ok()
     }
-    Ok(())
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
+fn is_aligned(slice: &IoSlice<'_>) -> bool {
+    slice.as_ptr().align_offset(ALIGN) == 0 && slice.len().is_multiple_of(ALIGN)
 }
 
 fn slices_len<B: AsRef<[u8]>>(chunks: &[B]) -> u64 {
@@ -486,6 +557,36 @@ mod tests {
                 .unwrap();
             assert!(!ingest_path.exists());
             assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), all);
+        }
+
+        #[test]
+        fn a_direct_ingest_writes_aligned_blocks_directly_and_the_tail_through_the_page_cache() {
+            use crate::cache::block::{BlockPool, ALIGN};
+            let (_dir, store) = store();
+            let pool = std::sync::Arc::new(BlockPool::default());
+            let data: Vec<u8> = (0..5 * ALIGN + 321).map(|i| (i % 253) as u8).collect();
+            let digest = digest_of(Algorithm::Sha256, &data);
+            let mut ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();
+            // Only a file system without direct I/O (tmpfs on old kernels)
+            // starts out buffered; the bytes must come out right either way.
+            let started_direct = ingest.is_direct();
+            let mut block = pool.take();
+            block.fill(&data[..3 * ALIGN]);
+            ingest.write_announcing(&[block.freeze()], |_| {}).unwrap();
+            assert_eq!(
+                ingest.is_direct(),
+                started_direct,
+                "aligned writes stay direct"
+            );
+            let mut block = pool.take();
+            block.fill(&data[3 * ALIGN..]);
+            ingest.write_announcing(&[block.freeze()], |_| {}).unwrap();
+            assert!(!ingest.is_direct(), "an unaligned tail ends direct I/O");
+            assert_eq!(ingest.written(), data.len() as u64);
+            ingest
+                .commit(&store, &digest, Some(data.len() as u64))
+                .unwrap();
+            assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data);
         }
 
         #[test]

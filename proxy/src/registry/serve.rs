@@ -431,7 +431,7 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
                     request.req.uri().path().to_owned(),
                 );
                 *response.body_mut() =
-                    flight::growing_body(file, progress, start, end, Some(resume));
+                    flight::growing_body(file, progress, flight.recent(), start, end, Some(resume));
             }
             Ok((response, Some(outcome)))
         }
