@@ -12,6 +12,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pullcache::cache::verify::{self, VerifyError};
 use pullcache::{constraints_for, data_dir};
+
+/// jemalloc keeps freed memory for reuse where glibc's malloc hands large
+/// buffers (the upstream h2 connection's read buffers) back to the kernel
+/// and faults them in again: a miss spent 9% of its CPU in page faults.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use pullcache_ca::{CertificateAuthority, Constraints};
 use pullcache_config::{Config, Overrides};
 use tokio_util::sync::CancellationToken;

@@ -1,37 +1,61 @@
-//! Page-aligned, recycled buffers that carry a download from the network to
-//! the disk and to the readers following it.
+//! Page-aligned, recycled buffers for the bytes of blobs: those a download
+//! carries from the network to the disk and to the readers following it,
+//! and those a cache hit reads from the file for its client.
 //!
 //! A fill copies upstream bytes into a block, writes the block's aligned
 //! part to the ingest file straight from it (direct I/O: no copy into the
-//! page cache) and hands the same memory to its readers as [`Bytes`]. When
-//! the last reader lets go, the block's memory goes back to the pool, so a
-//! miss keeps reusing memory it has already touched instead of faulting in
-//! fresh pages for every megabyte.
+//! page cache) and hands the same memory to its readers as [`Bytes`]; a hit
+//! reads the file into a block and hands it to its client the same way.
+//! When the last holder lets go, the block's memory goes back to its pool,
+//! so the data path keeps reusing memory it has already touched instead of
+//! allocating, zeroing and faulting in fresh pages for every chunk.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// The capacity of one block: large enough that a direct write of a full
-/// block costs little more than its copy, small enough that a reader sees
-/// bytes soon after they arrive.
+/// The capacity of a download's block: large enough that a direct write
+/// of a full block costs little more than its copy.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
+
+/// The capacity of a hit's block: one read and a few TLS records' worth,
+/// so a hundred clients reading at once hold little memory.
+pub const READ_BLOCK_SIZE: usize = 256 * 1024;
 
 /// What direct I/O needs of a buffer's address, a write's length and its
 /// file offset: the page size covers the logical block size of every
 /// common device.
 pub const ALIGN: usize = 4096;
 
-/// Idle blocks kept for reuse; more are freed.
-const POOL_KEEP: usize = 16;
-
-/// Idle block memory, shared by every fill.
-#[derive(Debug, Default)]
+/// Idle block memory of one size, shared by every request.
+#[derive(Debug)]
 pub struct BlockPool {
     idle: Mutex<Vec<Vec<u8>>>,
+    block_size: usize,
+    /// Idle blocks kept for reuse; more are freed.
+    keep: usize,
 }
 
 impl BlockPool {
+    /// A pool of `block_size` blocks that keeps up to `keep` idle ones.
+    pub fn new(block_size: usize, keep: usize) -> BlockPool {
+        BlockPool {
+            idle: Mutex::default(),
+            block_size,
+            keep,
+        }
+    }
+
+    /// The pool downloads fill: 16 MiB idle at most.
+    pub fn for_downloads() -> BlockPool {
+        BlockPool::new(BLOCK_SIZE, 16)
+    }
+
+    /// The pool cache hits read into: 16 MiB idle at most.
+    pub fn for_reads() -> BlockPool {
+        BlockPool::new(READ_BLOCK_SIZE, 64)
+    }
+
     /// A block to fill, reused when one is idle.
     pub fn take(self: &Arc<Self>) -> Block {
         let storage = self
@@ -39,7 +63,7 @@ impl BlockPool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop()
-            .unwrap_or_else(|| vec![0; BLOCK_SIZE + ALIGN]);
+            .unwrap_or_else(|| vec![0; self.block_size + ALIGN]);
         // Alignment is a speed matter only: a misaligned block is written
         // through the page cache instead.
         let start = match storage.as_ptr().align_offset(ALIGN) {
@@ -50,6 +74,7 @@ impl BlockPool {
             storage,
             start,
             len: 0,
+            capacity: self.block_size,
             pool: self.clone(),
         }
     }
@@ -67,13 +92,13 @@ impl BlockPool {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if idle.len() < POOL_KEEP {
+        if idle.len() < self.keep {
             idle.push(storage);
         }
     }
 }
 
-/// A buffer of up to [`BLOCK_SIZE`] bytes starting at an [`ALIGN`]ed
+/// A buffer of up to its pool's block size starting at an [`ALIGN`]ed
 /// address. Its memory returns to the pool when it is dropped, or when the
 /// last [`Bytes`] made by [`Block::freeze`] is.
 #[derive(Debug)]
@@ -81,6 +106,7 @@ pub struct Block {
     storage: Vec<u8>,
     start: usize,
     len: usize,
+    capacity: usize,
     pool: Arc<BlockPool>,
 }
 
@@ -106,7 +132,21 @@ impl Block {
 
     /// Room left.
     pub fn room(&self) -> usize {
-        BLOCK_SIZE - self.len
+        self.capacity - self.len
+    }
+
+    /// The room left, to read into; [`Block::grow`] then counts what was
+    /// put there. (Its old contents are stale bytes, never uninitialised
+    /// memory.)
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        let from = self.start + self.len;
+        &mut self.storage[from..self.start + self.capacity]
+    }
+
+    /// Counts `n` bytes written into [`Block::spare_mut`] as held.
+    pub fn grow(&mut self, n: usize) {
+        assert!(n <= self.room(), "a block cannot grow past its capacity");
+        self.len += n;
     }
 
     /// Whether the block's address suits direct I/O.
@@ -148,7 +188,7 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_fill_up_and_stop_at_their_capacity() {
-        let pool = Arc::new(BlockPool::default());
+        let pool = Arc::new(BlockPool::for_downloads());
         let mut block = pool.take();
         assert!(block.is_aligned());
         assert_eq!(block.fill(b"abc"), 3);
@@ -162,7 +202,7 @@ mod tests {
 
     #[test]
     fn memory_returns_to_the_pool_when_the_last_reader_lets_go() {
-        let pool = Arc::new(BlockPool::default());
+        let pool = Arc::new(BlockPool::for_downloads());
         let mut block = pool.take();
         block.fill(b"shared bytes");
         let bytes = block.freeze();
@@ -180,10 +220,21 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_a_bounded_number_of_idle_blocks() {
-        let pool = Arc::new(BlockPool::default());
-        let blocks: Vec<Block> = (0..POOL_KEEP + 3).map(|_| pool.take()).collect();
+        let pool = Arc::new(BlockPool::for_downloads());
+        let blocks: Vec<Block> = (0..pool.keep + 3).map(|_| pool.take()).collect();
         drop(blocks);
-        assert_eq!(pool.idle(), POOL_KEEP);
+        assert_eq!(pool.idle(), pool.keep);
+    }
+
+    #[test]
+    fn reads_land_in_the_spare_room() {
+        let pool = Arc::new(BlockPool::for_reads());
+        let mut block = pool.take();
+        block.fill(b"ab");
+        assert_eq!(block.spare_mut().len(), READ_BLOCK_SIZE - 2);
+        block.spare_mut()[..3].copy_from_slice(b"cde");
+        block.grow(3);
+        assert_eq!(&block.freeze()[..], b"abcde");
     }
 
     #[test]

@@ -25,11 +25,12 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::watch;
 
 use crate::body::{Body, BoxError};
+use crate::cache::block::{Block, BlockPool, READ_BLOCK_SIZE};
 use crate::registry::digest::Digest;
 
 /// How much a reader moves per read: large reads keep syscalls and TLS
 /// records few on the hot path.
-pub const READ_CHUNK: usize = 256 * 1024;
+pub const READ_CHUNK: usize = READ_BLOCK_SIZE;
 
 /// How many of a download's latest blocks stay in memory for its readers.
 /// Only the newest two can hold bytes not yet in the file; the rest let a
@@ -271,6 +272,8 @@ enum Source {
 pub type Resume = Arc<dyn Fn(u64, u64) -> BoxFuture<'static, Result<Body, BoxError>> + Send + Sync>;
 
 struct Reader {
+    /// Where file reads land.
+    pool: Arc<BlockPool>,
     file: Arc<File>,
     source: Source,
     recent: Option<Recent>,
@@ -279,9 +282,11 @@ struct Reader {
     resume: Option<Resume>,
 }
 
-/// A body of bytes `[start, end)` of a committed file.
-pub fn file_body(file: File, start: u64, end: u64) -> Body {
+/// A body of bytes `[start, end)` of a committed file, read into blocks
+/// from `pool`.
+pub fn file_body(pool: Arc<BlockPool>, file: File, start: u64, end: u64) -> Body {
     reader_body(Reader {
+        pool,
         file: Arc::new(file),
         source: Source::Complete,
         recent: None,
@@ -292,9 +297,11 @@ pub fn file_body(file: File, start: u64, end: u64) -> Body {
 }
 
 /// A body of bytes `[start, end)` of a download in progress, taken from
-/// `recent` or read from its ingest file as they arrive. `file` must be the
-/// ingest file, opened while the flight was streaming.
+/// `recent` or read from its ingest file (into blocks from `pool`) as they
+/// arrive. `file` must be the ingest file, opened while the flight was
+/// streaming.
 pub fn growing_body(
+    pool: Arc<BlockPool>,
     file: Arc<File>,
     progress: watch::Receiver<FlightState>,
     recent: Recent,
@@ -303,6 +310,7 @@ pub fn growing_body(
     resume: Option<Resume>,
 ) -> Body {
     reader_body(Reader {
+        pool,
         file,
         source: Source::Growing(progress),
         recent: Some(recent),
@@ -404,16 +412,21 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
         }
     };
     let want = (limit - reader.position).min(READ_CHUNK as u64) as usize;
-    let mut buffer = vec![0u8; want];
-    let bytes = match read_if_cached(&reader.file, reader.position, &mut buffer)? {
+    let mut block = reader.pool.take();
+    let cached = read_if_cached(
+        &reader.file,
+        reader.position,
+        &mut block.spare_mut()[..want],
+    )?;
+    let bytes = match cached {
         Some(read) => {
-            buffer.truncate(read);
-            Bytes::from(buffer)
+            block.grow(read);
+            block.freeze()
         }
         None => {
             let file = reader.file.clone();
             let offset = reader.position;
-            tokio::task::spawn_blocking(move || read_blocking(&file, offset, buffer))
+            tokio::task::spawn_blocking(move || read_blocking(&file, offset, block, want))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??
         }
@@ -470,20 +483,24 @@ fn read_if_cached(
     Ok(None)
 }
 
-/// Fills `buffer` from `offset`, waiting for the disk if need be; run on
-/// the blocking pool. Shorter only at the end of the file.
-fn read_blocking(file: &File, offset: u64, mut buffer: Vec<u8>) -> std::io::Result<Bytes> {
-    let want = buffer.len();
-    let mut filled = 0;
-    while filled < want {
-        let n = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+/// Reads `want` bytes from `offset` into `block`, waiting for the disk if
+/// need be; run on the blocking pool. Shorter only at the end of the file.
+fn read_blocking(
+    file: &File,
+    offset: u64,
+    mut block: Block,
+    want: usize,
+) -> std::io::Result<Bytes> {
+    while block.len() < want {
+        let at = offset + block.len() as u64;
+        let room = want - block.len();
+        let n = file.read_at(&mut block.spare_mut()[..room], at)?;
         if n == 0 {
             break;
         }
-        filled += n;
+        block.grow(n);
     }
-    buffer.truncate(filled);
-    Ok(Bytes::from(buffer))
+    Ok(block.freeze())
 }
 
 /// The next data from a resumed upstream body, cut off at `end`.
@@ -522,6 +539,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn pool() -> Arc<BlockPool> {
+        Arc::new(BlockPool::for_reads())
+    }
+
     async fn collect(body: Body) -> Result<Vec<u8>, BoxError> {
         Ok(body.collect().await?.to_bytes().to_vec())
     }
@@ -530,7 +551,7 @@ mod tests {
     async fn a_committed_file_is_served_by_range() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         tmp.write_all(b"0123456789").unwrap();
-        let body = file_body(tmp.reopen().unwrap(), 2, 7);
+        let body = file_body(pool(), tmp.reopen().unwrap(), 2, 7);
         assert_eq!(collect(body).await.unwrap(), b"23456");
     }
 
@@ -544,7 +565,7 @@ mod tests {
         let file = tmp.reopen().unwrap();
         for offset in [0, 1, READ_CHUNK as u64 - 7, 3 * READ_CHUNK as u64] {
             let want = READ_CHUNK.min(data.len() - offset as usize);
-            let blocking = read_blocking(&file, offset, vec![0; want]).unwrap();
+            let blocking = read_blocking(&file, offset, pool().take(), want).unwrap();
             assert_eq!(&blocking[..], &data[offset as usize..][..want]);
             // Either the page cache had every byte, some prefix, or the
             // kernel declined; what it returns must be the file's bytes.
@@ -554,7 +575,7 @@ mod tests {
                 assert_eq!(&cached[..read], &data[offset as usize..][..read]);
             }
         }
-        let body = file_body(tmp.reopen().unwrap(), 5, data.len() as u64 - 3);
+        let body = file_body(pool(), tmp.reopen().unwrap(), 5, data.len() as u64 - 3);
         assert_eq!(collect(body).await.unwrap(), &data[5..data.len() - 3]);
     }
 
@@ -576,6 +597,7 @@ mod tests {
             received: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
+            pool(),
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             flight.recent(),
@@ -612,6 +634,7 @@ mod tests {
             received: 0,
         });
         let mut body = growing_body(
+            pool(),
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             flight.recent(),
@@ -659,6 +682,7 @@ mod tests {
             "the oldest block was dropped"
         );
         let reader = tokio::spawn(collect(growing_body(
+            pool(),
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             flight.recent(),
@@ -709,6 +733,7 @@ mod tests {
             })
         });
         let reader = tokio::spawn(collect(growing_body(
+            pool(),
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             flight.recent(),
@@ -736,6 +761,7 @@ mod tests {
             received: 0,
         });
         let reader = tokio::spawn(collect(growing_body(
+            pool(),
             Arc::new(tmp.reopen().unwrap()),
             flight.subscribe(),
             flight.recent(),

@@ -132,6 +132,8 @@ pub struct Cache {
     pub flights: Flights,
     /// Buffers those downloads carry their bytes in.
     pub blocks: Arc<BlockPool>,
+    /// Buffers hits read blobs into.
+    pub read_blocks: Arc<BlockPool>,
 }
 
 impl Cache {
@@ -316,7 +318,8 @@ impl Cache {
             repos,
             pending_hits: Mutex::default(),
             flights: Flights::default(),
-            blocks: Arc::default(),
+            blocks: Arc::new(BlockPool::for_downloads()),
+            read_blocks: Arc::new(BlockPool::for_reads()),
         };
         Ok((cache, recovery))
     }

@@ -563,7 +563,7 @@ mod tests {
         fn a_direct_ingest_writes_aligned_blocks_directly_and_the_tail_through_the_page_cache() {
             use crate::cache::block::{BlockPool, ALIGN};
             let (_dir, store) = store();
-            let pool = std::sync::Arc::new(BlockPool::default());
+            let pool = std::sync::Arc::new(BlockPool::for_downloads());
             let data: Vec<u8> = (0..5 * ALIGN + 321).map(|i| (i % 253) as u8).collect();
             let digest = digest_of(Algorithm::Sha256, &data);
             let mut ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();

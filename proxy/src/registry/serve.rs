@@ -289,7 +289,8 @@ async fn serve_blob_hit<B>(
     let mut response = blob_response(digest, media_type, size, range);
     if !head {
         if let Some((start, end)) = span(range, size) {
-            *response.body_mut() = flight::file_body(file, start, end);
+            *response.body_mut() =
+                flight::file_body(state.cache.read_blocks.clone(), file, start, end);
         }
     }
     Ok(Some(response))
@@ -430,8 +431,15 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
                     request.name.clone(),
                     request.req.uri().path().to_owned(),
                 );
-                *response.body_mut() =
-                    flight::growing_body(file, progress, flight.recent(), start, end, Some(resume));
+                *response.body_mut() = flight::growing_body(
+                    state.cache.read_blocks.clone(),
+                    file,
+                    progress,
+                    flight.recent(),
+                    start,
+                    end,
+                    Some(resume),
+                );
             }
             Ok((response, Some(outcome)))
         }
