@@ -543,6 +543,45 @@ mod tests {
         Arc::new(BlockPool::for_reads())
     }
 
+    /// Marks `flight` as streaming into `tmp`, `total` bytes announced.
+    fn streaming(flight: &Flight, tmp: &tempfile::NamedTempFile, total: u64) {
+        flight.set(FlightState::Streaming {
+            file: Arc::new(tmp.reopen().unwrap()),
+            total: Some(total),
+            media_type: "application/octet-stream".into(),
+            written: 0,
+            received: 0,
+        });
+    }
+
+    /// Marks `flight` as verified at `size` bytes.
+    fn verified(flight: &Flight, tmp: &tempfile::NamedTempFile, size: u64) {
+        flight.set(FlightState::Verified {
+            size,
+            file: Arc::new(tmp.reopen().unwrap()),
+            media_type: "application/octet-stream".into(),
+        });
+    }
+
+    /// A reader of bytes `[start, end)` of `flight`'s download in `tmp`.
+    fn follow(
+        flight: &Flight,
+        tmp: &tempfile::NamedTempFile,
+        start: u64,
+        end: u64,
+        resume: Option<Resume>,
+    ) -> Body {
+        growing_body(
+            pool(),
+            Arc::new(tmp.reopen().unwrap()),
+            flight.subscribe(),
+            flight.recent(),
+            start,
+            end,
+            resume,
+        )
+    }
+
     async fn collect(body: Body) -> Result<Vec<u8>, BoxError> {
         Ok(body.collect().await?.to_bytes().to_vec())
     }
@@ -589,22 +628,8 @@ mod tests {
         };
         assert!(matches!(flights.join(&digest), Joined::Follower(_)));
 
-        flight.set(FlightState::Streaming {
-            file: Arc::new(tmp.reopen().unwrap()),
-            total: Some(6),
-            media_type: "application/octet-stream".into(),
-            written: 0,
-            received: 0,
-        });
-        let reader = tokio::spawn(collect(growing_body(
-            pool(),
-            Arc::new(tmp.reopen().unwrap()),
-            flight.subscribe(),
-            flight.recent(),
-            0,
-            6,
-            None,
-        )));
+        streaming(&flight, &tmp, 6);
+        let reader = tokio::spawn(collect(follow(&flight, &tmp, 0, 6, None)));
         tmp.write_all(b"abc").unwrap();
         flight.advance(3);
         tmp.write_all(b"def").unwrap();
@@ -614,11 +639,7 @@ mod tests {
             !reader.is_finished(),
             "the last byte waits for verification"
         );
-        flight.set(FlightState::Verified {
-            size: 6,
-            file: Arc::new(tmp.reopen().unwrap()),
-            media_type: "application/octet-stream".into(),
-        });
+        verified(&flight, &tmp, 6);
         assert_eq!(reader.await.unwrap().unwrap(), b"abcdef");
     }
 
@@ -626,32 +647,14 @@ mod tests {
     async fn readers_take_published_bytes_before_they_reach_the_file() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
-        flight.set(FlightState::Streaming {
-            file: Arc::new(tmp.reopen().unwrap()),
-            total: Some(6),
-            media_type: "application/octet-stream".into(),
-            written: 0,
-            received: 0,
-        });
-        let mut body = growing_body(
-            pool(),
-            Arc::new(tmp.reopen().unwrap()),
-            flight.subscribe(),
-            flight.recent(),
-            1,
-            6,
-            None,
-        );
+        streaming(&flight, &tmp, 6);
+        let mut body = follow(&flight, &tmp, 1, 6, None);
         flight.publish(0, Bytes::from_static(b"abcdef"));
         // The file is still empty: these bytes can only come from memory,
         // and the last one waits for verification.
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&first[..], b"bcde");
-        flight.set(FlightState::Verified {
-            size: 6,
-            file: Arc::new(tmp.reopen().unwrap()),
-            media_type: "application/octet-stream".into(),
-        });
+        verified(&flight, &tmp, 6);
         assert_eq!(collect(body).await.unwrap(), b"f");
     }
 
@@ -659,13 +662,7 @@ mod tests {
     async fn a_reader_behind_the_blocks_in_memory_reads_the_file() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
-        flight.set(FlightState::Streaming {
-            file: Arc::new(tmp.reopen().unwrap()),
-            total: Some(12),
-            media_type: "application/octet-stream".into(),
-            written: 0,
-            received: 0,
-        });
+        streaming(&flight, &tmp, 12);
         let data = b"0123456789AB";
         tmp.write_all(data).unwrap();
         flight.advance(10);
@@ -681,21 +678,9 @@ mod tests {
             flight.recent().slice(0, 12).is_none(),
             "the oldest block was dropped"
         );
-        let reader = tokio::spawn(collect(growing_body(
-            pool(),
-            Arc::new(tmp.reopen().unwrap()),
-            flight.subscribe(),
-            flight.recent(),
-            0,
-            12,
-            None,
-        )));
+        let reader = tokio::spawn(collect(follow(&flight, &tmp, 0, 12, None)));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        flight.set(FlightState::Verified {
-            size: 12,
-            file: Arc::new(tmp.reopen().unwrap()),
-            media_type: "application/octet-stream".into(),
-        });
+        verified(&flight, &tmp, 12);
         assert_eq!(reader.await.unwrap().unwrap(), data);
     }
 
@@ -716,13 +701,7 @@ mod tests {
     async fn a_download_that_cannot_be_stored_continues_from_upstream() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
-        flight.set(FlightState::Streaming {
-            file: Arc::new(tmp.reopen().unwrap()),
-            total: Some(8),
-            media_type: "application/octet-stream".into(),
-            written: 0,
-            received: 0,
-        });
+        streaming(&flight, &tmp, 8);
         // Upstream serves from the offset asked for, with junk past the
         // end that the reader must cut off.
         let resume: Resume = Arc::new(|from, end| {
@@ -732,15 +711,7 @@ mod tests {
                 Ok(crate::body::full(rest))
             })
         });
-        let reader = tokio::spawn(collect(growing_body(
-            pool(),
-            Arc::new(tmp.reopen().unwrap()),
-            flight.subscribe(),
-            flight.recent(),
-            0,
-            8,
-            Some(resume),
-        )));
+        let reader = tokio::spawn(collect(follow(&flight, &tmp, 0, 8, Some(resume))));
         tmp.write_all(b"abcd").unwrap();
         flight.advance(4);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -753,22 +724,8 @@ mod tests {
     async fn a_failed_download_aborts_every_reader() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Flight::new();
-        flight.set(FlightState::Streaming {
-            file: Arc::new(tmp.reopen().unwrap()),
-            total: Some(4),
-            media_type: "application/octet-stream".into(),
-            written: 0,
-            received: 0,
-        });
-        let reader = tokio::spawn(collect(growing_body(
-            pool(),
-            Arc::new(tmp.reopen().unwrap()),
-            flight.subscribe(),
-            flight.recent(),
-            0,
-            4,
-            None,
-        )));
+        streaming(&flight, &tmp, 4);
+        let reader = tokio::spawn(collect(follow(&flight, &tmp, 0, 4, None)));
         tmp.write_all(b"wxyz").unwrap();
         flight.advance(4);
         flight.fail("digest mismatch");
