@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-use crate::cache::block::{aligned_down, Block, BlockPool};
+use crate::cache::block::{aligned_down, Block, BlockPool, BLOCK_SIZE};
 use crate::cache::flight::{Flight, FlightState};
 use crate::cache::store::{CommitError, Committed, IngestFile};
 use crate::registry::access::https_uri;
@@ -178,7 +178,7 @@ async fn run_fill(
 
     let stall = fetcher.stall();
     let mut body = response.into_body();
-    let mut writer = Writer::new(ingest, flight.clone(), state.cache.blocks.clone());
+    let mut writer = Writer::new(ingest, flight.clone(), state.cache.blocks.clone(), total);
     let mut received: u64 = 0;
     let pumped: Result<(), FillError> = async {
         let mut stall_at = tokio::time::Instant::now() + stall;
@@ -290,6 +290,8 @@ struct Writer {
     idle: Option<IngestFile>,
     running: Option<JoinHandle<std::io::Result<IngestFile>>>,
     pool: Arc<BlockPool>,
+    /// The length upstream announced, if it did.
+    total: Option<u64>,
     block: Block,
     /// Where `block` starts in the blob.
     block_offset: u64,
@@ -301,12 +303,18 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(ingest: IngestFile, flight: Arc<Flight>, pool: Arc<BlockPool>) -> Writer {
+    fn new(
+        ingest: IngestFile,
+        flight: Arc<Flight>,
+        pool: Arc<BlockPool>,
+        total: Option<u64>,
+    ) -> Writer {
         Writer {
             idle: Some(ingest),
             running: None,
-            block: pool.take(),
+            block: block_for(&pool, total, 0, 0),
             pool,
+            total,
             block_offset: 0,
             published: 0,
             publish_by: None,
@@ -344,13 +352,14 @@ impl Writer {
     /// writing it: its aligned part, or all of it when it is the `last`.
     async fn flush(&mut self, last: bool) -> Result<(), FillError> {
         let ingest = self.wait().await?;
-        let block = std::mem::replace(&mut self.block, self.pool.take());
-        let held = block.len();
+        let held = self.block.len();
         let to_write = if last { held } else { aligned_down(held) };
-        self.block.fill(&block.filled()[to_write..]);
         let offset = self.block_offset;
-        self.block_offset += to_write as u64;
         let end = offset + held as u64;
+        let next = block_for(&self.pool, self.total, held - to_write, end);
+        let block = std::mem::replace(&mut self.block, next);
+        self.block.fill(&block.filled()[to_write..]);
+        self.block_offset += to_write as u64;
         let bytes = block.freeze();
         if end > self.published {
             self.flight.publish(offset, bytes.clone());
@@ -394,6 +403,15 @@ impl Writer {
     }
 }
 
+/// The next block of a download: room for `carry` bytes held over plus
+/// what is still to come of an announced `total`, of which `received`
+/// arrived; a pooled block when the length is unknown or large.
+fn block_for(pool: &Arc<BlockPool>, total: Option<u64>, carry: usize, received: u64) -> Block {
+    let rest = total.map_or(BLOCK_SIZE as u64, |t| t.saturating_sub(received));
+    let want = (carry as u64 + rest).min(BLOCK_SIZE as u64) as usize;
+    pool.take_for(want)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +452,9 @@ mod tests {
         };
         let ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();
         streaming(&flight, File::open(ingest.path()).unwrap());
-        let mut writer = Writer::new(ingest, flight.clone(), Arc::new(BlockPool::for_downloads()));
+        let pool = Arc::new(BlockPool::for_downloads());
+        // No announced length, as with a chunked upstream body.
+        let mut writer = Writer::new(ingest, flight.clone(), pool.clone(), None);
         // Frames of awkward sizes, as a network delivers them.
         for frame in data.chunks(16_381) {
             writer.push(frame).await.unwrap();
@@ -457,6 +477,8 @@ mod tests {
         let verified = ingest.verify(&digest, Some(data.len() as u64)).unwrap();
         verified.persist(&store).unwrap();
         assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
+        drop((tail, flight));
+        assert!(pool.idle() > 0, "a large download's blocks are reused");
     }
 
     #[tokio::test]
@@ -469,7 +491,8 @@ mod tests {
         };
         let ingest = store.create_direct_ingest(Algorithm::Sha256).unwrap();
         streaming(&flight, File::open(ingest.path()).unwrap());
-        let mut writer = Writer::new(ingest, flight.clone(), Arc::new(BlockPool::for_downloads()));
+        let pool = Arc::new(BlockPool::for_downloads());
+        let mut writer = Writer::new(ingest, flight.clone(), pool.clone(), Some(24));
         assert!(writer.publish_by().is_none(), "nothing to hand over yet");
         writer.push(b"slow upstream").await.unwrap();
         assert!(writer.publish_by().is_some());
@@ -485,5 +508,7 @@ mod tests {
             std::fs::read(ingest.path()).unwrap(),
             b"slow upstream, then more"
         );
+        drop(flight);
+        assert_eq!(pool.idle(), 0, "a small blob takes no pooled block");
     }
 }

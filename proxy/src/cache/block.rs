@@ -64,19 +64,19 @@ impl BlockPool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop()
             .unwrap_or_else(|| vec![0; self.block_size + ALIGN]);
-        // Alignment is a speed matter only: a misaligned block is written
-        // through the page cache instead.
-        let start = match storage.as_ptr().align_offset(ALIGN) {
-            offset if offset <= ALIGN => offset,
-            _ => 0,
-        };
-        Block {
-            storage,
-            start,
-            len: 0,
-            capacity: self.block_size,
-            pool: self.clone(),
+        Block::new(storage, self.block_size, Some(self.clone()))
+    }
+
+    /// A block for about `want` bytes: a pooled one, or for less than a
+    /// quarter of the pool's size a block of just that many whole pages,
+    /// freed after use, so that small blobs (configs, small layers) do not
+    /// each pin a whole pooled block.
+    pub fn take_for(self: &Arc<Self>, want: usize) -> Block {
+        if want >= self.block_size / 4 {
+            return self.take();
         }
+        let capacity = want.div_ceil(ALIGN).max(1) * ALIGN;
+        Block::new(vec![0; capacity + ALIGN], capacity, None)
     }
 
     /// Idle blocks held now.
@@ -107,10 +107,32 @@ pub struct Block {
     start: usize,
     len: usize,
     capacity: usize,
-    pool: Arc<BlockPool>,
+    /// Where the memory goes back to; `None` for a small one-off block.
+    pool: Option<Arc<BlockPool>>,
 }
 
 impl Block {
+    fn new(storage: Vec<u8>, capacity: usize, pool: Option<Arc<BlockPool>>) -> Block {
+        // Alignment is a speed matter only: a misaligned block is written
+        // through the page cache instead.
+        let start = match storage.as_ptr().align_offset(ALIGN) {
+            offset if offset <= ALIGN => offset,
+            _ => 0,
+        };
+        Block {
+            storage,
+            start,
+            len: 0,
+            capacity,
+            pool,
+        }
+    }
+
+    /// How much it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Appends as much of `bytes` as fits; returns how much did.
     pub fn fill(&mut self, bytes: &[u8]) -> usize {
         let taken = bytes.len().min(self.room());
@@ -173,7 +195,9 @@ impl AsRef<[u8]> for Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.storage));
+        if let Some(pool) = &self.pool {
+            pool.give_back(std::mem::take(&mut self.storage));
+        }
     }
 }
 
@@ -224,6 +248,22 @@ mod tests {
         let blocks: Vec<Block> = (0..pool.keep + 3).map(|_| pool.take()).collect();
         drop(blocks);
         assert_eq!(pool.idle(), pool.keep);
+    }
+
+    #[test]
+    fn small_blocks_fit_what_is_wanted_and_are_not_pooled() {
+        let pool = Arc::new(BlockPool::for_downloads());
+        let mut small = pool.take_for(5000);
+        assert_eq!(small.capacity(), 2 * ALIGN, "whole pages");
+        assert!(small.is_aligned());
+        assert_eq!(small.fill(&[1u8; 9000]), 2 * ALIGN);
+        drop(small.freeze());
+        assert_eq!(pool.idle(), 0, "a one-off block is freed, not pooled");
+        assert_eq!(pool.take_for(0).capacity(), ALIGN);
+        let large = pool.take_for(BLOCK_SIZE / 4);
+        assert_eq!(large.capacity(), BLOCK_SIZE);
+        drop(large);
+        assert_eq!(pool.idle(), 1);
     }
 
     #[test]

@@ -412,7 +412,7 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
         }
     };
     let want = (limit - reader.position).min(READ_CHUNK as u64) as usize;
-    let mut block = reader.pool.take();
+    let mut block = reader.pool.take_for(want);
     let cached = read_if_cached(
         &reader.file,
         reader.position,
