@@ -295,9 +295,8 @@ struct Writer {
     block: Block,
     /// Where `block` starts in the blob.
     block_offset: u64,
-    /// How far readers have been handed bytes.
-    published: u64,
-    /// When the block's unpublished bytes must go to readers.
+    /// When the block's unpublished bytes must go to readers; `None` when
+    /// readers have every byte received.
     publish_by: Option<tokio::time::Instant>,
     flight: Arc<Flight>,
 }
@@ -316,7 +315,6 @@ impl Writer {
             pool,
             total,
             block_offset: 0,
-            published: 0,
             publish_by: None,
             flight,
         }
@@ -355,18 +353,21 @@ impl Writer {
         let held = self.block.len();
         let to_write = if last { held } else { aligned_down(held) };
         let offset = self.block_offset;
-        let end = offset + held as u64;
-        let next = block_for(&self.pool, self.total, held - to_write, end);
+        let next = block_for(
+            &self.pool,
+            self.total,
+            held - to_write,
+            offset + held as u64,
+        );
         let block = std::mem::replace(&mut self.block, next);
         self.block.fill(&block.filled()[to_write..]);
         self.block_offset += to_write as u64;
         let bytes = block.freeze();
-        if end > self.published {
+        // The bytes carried over into the next block go to readers now, so
+        // that block starts with nothing unpublished.
+        if self.publish_by.take().is_some() {
             self.flight.publish(offset, bytes.clone());
-            self.published = end;
         }
-        // What is left over was just published; readers have it.
-        self.publish_by = None;
         if to_write == 0 {
             self.idle = Some(ingest);
             return Ok(());

@@ -259,8 +259,8 @@ pub enum ReadError {
 enum Source {
     /// A committed file: everything up to the end is final.
     Complete,
-    /// A download in progress.
-    Growing(watch::Receiver<FlightState>),
+    /// A download in progress, and its latest blocks in memory.
+    Growing(watch::Receiver<FlightState>, Recent),
     /// The shared download could not be stored; the rest comes straight
     /// from upstream.
     Upstream(Body),
@@ -276,7 +276,6 @@ struct Reader {
     pool: Arc<BlockPool>,
     file: Arc<File>,
     source: Source,
-    recent: Option<Recent>,
     position: u64,
     end: u64,
     resume: Option<Resume>,
@@ -289,7 +288,6 @@ pub fn file_body(pool: Arc<BlockPool>, file: File, start: u64, end: u64) -> Body
         pool,
         file: Arc::new(file),
         source: Source::Complete,
-        recent: None,
         position: start,
         end,
         resume: None,
@@ -312,8 +310,7 @@ pub fn growing_body(
     reader_body(Reader {
         pool,
         file,
-        source: Source::Growing(progress),
-        recent: Some(recent),
+        source: Source::Growing(progress, recent),
         position: start,
         end,
         resume,
@@ -351,7 +348,7 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
             Source::Upstream(body) => {
                 return next_upstream_chunk(body, reader.position, reader.end).await
             }
-            Source::Growing(progress) => {
+            Source::Growing(progress, recent) => {
                 let state = progress.borrow_and_update().clone();
                 let allowed = match state {
                     FlightState::Verified { size, .. } => {
@@ -387,11 +384,7 @@ async fn next_chunk(reader: &mut Reader) -> Result<Option<Bytes>, ReadError> {
                     FlightState::Starting => reader.position,
                 };
                 if allowed > reader.position {
-                    if let Some(bytes) = reader
-                        .recent
-                        .as_ref()
-                        .and_then(|r| r.slice(reader.position, allowed))
-                    {
+                    if let Some(bytes) = recent.slice(reader.position, allowed) {
                         return Ok(Some(bytes));
                     }
                     // Older than the blocks in memory, so in the file by now.
