@@ -20,6 +20,7 @@ pub mod forward;
 pub mod idle;
 pub mod intercept;
 pub mod keyed_lock;
+pub mod lane;
 pub mod metrics;
 pub mod policy;
 pub mod proxy_auth;

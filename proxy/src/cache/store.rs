@@ -155,14 +155,14 @@ impl BlobStore {
             };
             match opened {
                 Ok((file, direct)) => {
-                    return Ok(IngestFile {
+                    let sink = IngestSink {
                         path,
                         file,
                         direct,
-                        hasher: Hasher::new(algorithm),
                         written: 0,
                         finished: false,
-                    })
+                    };
+                    return Ok(IngestFile::from_parts(sink, Hasher::new(algorithm)));
                 }
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(error) => return Err(error),
@@ -237,11 +237,20 @@ pub struct Scan {
 /// without a successful [`IngestFile::commit`], the file is deleted.
 #[derive(Debug)]
 pub struct IngestFile {
+    sink: IngestSink,
+    hasher: Hasher,
+}
+
+/// The file half of an [`IngestFile`]: appends bytes without hashing them,
+/// so that the hash can run on another thread at the same time (see
+/// [`IngestFile::split`]). Dropped before its ingest is committed, the
+/// file is deleted.
+#[derive(Debug)]
+pub struct IngestSink {
     path: PathBuf,
     file: File,
     /// Whether the file is open with `O_DIRECT`.
     direct: bool,
-    hasher: Hasher,
     written: u64,
     finished: bool,
 }
@@ -252,10 +261,90 @@ impl IngestFile {
         self.write_announcing(&[chunk], |_| {})
     }
 
-    /// Appends `chunks` with one vectored write, calls `announce` with the
-    /// new length as soon as they are in the file, then hashes them. The
-    /// order lets readers following the file send these bytes while the
+    /// Appends `chunks` (see [`IngestSink::write_announcing`]), then hashes
+    /// them: readers following the file may send these bytes while the
     /// hash runs; they cannot finish before [`IngestFile::verify`] anyway.
+    pub fn write_announcing<B: AsRef<[u8]>>(
+        &mut self,
+        chunks: &[B],
+        announce: impl FnOnce(u64),
+    ) -> io::Result<()> {
+        self.sink.write_announcing(chunks, announce)?;
+        for chunk in chunks {
+            self.hasher.update(chunk.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Parts the file from the hash, to write on one thread and hash on
+    /// another; every byte written must be hashed, in order, before the
+    /// parts are put back together with [`IngestFile::from_parts`].
+    pub fn split(self) -> (IngestSink, Hasher) {
+        (self.sink, self.hasher)
+    }
+
+    /// An ingest from the parts [`IngestFile::split`] made.
+    pub fn from_parts(sink: IngestSink, hasher: Hasher) -> IngestFile {
+        IngestFile { sink, hasher }
+    }
+
+    /// Whether writes still skip the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.sink.direct
+    }
+
+    /// The file's path, for readers that follow the download.
+    pub fn path(&self) -> &Path {
+        &self.sink.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.sink.written
+    }
+
+    /// Verifies the bytes against `expected` (and `expected_size` when the
+    /// upstream announced one). On success the bytes are known good but not
+    /// yet durable or visible; [`VerifiedIngest::persist`] does that.
+    pub fn verify(
+        self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<VerifiedIngest, CommitError> {
+        let IngestFile { sink, hasher } = self;
+        if let Some(size) = expected_size.filter(|&size| size != sink.written) {
+            return Err(CommitError::SizeMismatch {
+                expected: size,
+                actual: sink.written,
+            });
+        }
+        let actual = hasher.finish();
+        if actual != *expected {
+            return Err(CommitError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(VerifiedIngest {
+            ingest: sink,
+            digest: actual,
+        })
+    }
+
+    /// [`IngestFile::verify`] then [`VerifiedIngest::persist`].
+    pub fn commit(
+        self,
+        store: &BlobStore,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Committed, CommitError> {
+        Ok(self.verify(expected, expected_size)?.persist(store)?)
+    }
+}
+
+impl IngestSink {
+    /// Appends `chunks` with one vectored write, then calls `announce` with
+    /// the new length: the bytes are in the file.
     ///
     /// On a direct ingest, chunks whose addresses and lengths are all
     /// [`ALIGN`]ed go straight to the disk; the first that are not (a
@@ -273,15 +362,7 @@ impl IngestFile {
         self.write_all_vectored(&mut slices)?;
         self.written += slices_len(chunks);
         announce(self.written);
-        for chunk in chunks {
-            self.hasher.update(chunk.as_ref());
-        }
         Ok(())
-    }
-
-    /// Whether writes still skip the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct
     }
 
     /// `Write::write_all` for several buffers (the standard library's
@@ -314,61 +395,13 @@ impl IngestFile {
         self.direct = false;
         Ok(())
     }
-
-    /// The file's path, for readers that follow the download.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Verifies the bytes against `expected` (and `expected_size` when the
-    /// upstream announced one). On success the bytes are known good but not
-    /// yet durable or visible; [`VerifiedIngest::persist`] does that.
-    pub fn verify(
-        mut self,
-        expected: &Digest,
-        expected_size: Option<u64>,
-    ) -> Result<VerifiedIngest, CommitError> {
-        if let Some(size) = expected_size.filter(|&size| size != self.written) {
-            return Err(CommitError::SizeMismatch {
-                expected: size,
-                actual: self.written,
-            });
-        }
-        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(expected.algorithm()));
-        let actual = hasher.finish();
-        if actual != *expected {
-            return Err(CommitError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        Ok(VerifiedIngest {
-            ingest: self,
-            digest: actual,
-        })
-    }
-
-    /// [`IngestFile::verify`] then [`VerifiedIngest::persist`].
-    pub fn commit(
-        self,
-        store: &BlobStore,
-        expected: &Digest,
-        expected_size: Option<u64>,
-    ) -> Result<Committed, CommitError> {
-        Ok(self.verify(expected, expected_size)?.persist(store)?)
-    }
 }
 
 /// An ingest whose bytes matched their digest, waiting to be made durable
 /// and visible. Dropped without [`VerifiedIngest::persist`], it is deleted.
 #[derive(Debug)]
 pub struct VerifiedIngest {
-    ingest: IngestFile,
+    ingest: IngestSink,
     digest: Digest,
 }
 
@@ -404,7 +437,7 @@ impl VerifiedIngest {
     }
 }
 
-impl Drop for IngestFile {
+impl Drop for IngestSink {
     fn drop(&mut self) {
         if !self.finished {
             let _ = fs::remove_file(&self.path);
