@@ -17,12 +17,12 @@ use bytes::Bytes;
 use http::header;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 use crate::cache::block::{aligned_down, Block, BlockPool, BLOCK_SIZE};
 use crate::cache::flight::{Flight, FlightState};
-use crate::cache::store::{CommitError, Committed, IngestFile};
+use crate::cache::store::{CommitError, Committed, Hasher, IngestFile, IngestSink};
+use crate::lane::Lane;
 use crate::registry::access::https_uri;
 use crate::registry::digest::Digest;
 use crate::registry::media::OCTET_STREAM;
@@ -32,6 +32,11 @@ use crate::State;
 /// The longest received bytes wait in a block before readers get them, so
 /// a slow download still streams.
 const PUBLISH_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Blocks a download may have queued for writing, and for hashing, before
+/// it waits: enough to ride out a slow write, within the
+/// [`crate::cache::flight`] window readers take blocks from.
+const LANE_DEPTH: usize = 4;
 
 /// Why a fill did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -190,13 +195,13 @@ async fn run_fill(
                 }
                 Err(_) => {
                     writer.flush(false).await?;
+                    stall_at = tokio::time::Instant::now() + stall;
                     continue;
                 }
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(error))) => return Err(FillError::Upstream(error.to_string())),
                 Ok(Some(Ok(frame))) => frame,
             };
-            stall_at = tokio::time::Instant::now() + stall;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -205,6 +210,9 @@ async fn run_fill(
                 return Err(FillError::TooLong(total));
             }
             writer.push(&data).await?;
+            // From here: the time spent handing the bytes on (waiting for
+            // readers or the disk) is not upstream's stall.
+            stall_at = tokio::time::Instant::now() + stall;
         }
     }
     .await;
@@ -279,16 +287,16 @@ pub async fn commit_bytes(state: &Arc<State>, digest: &Digest, bytes: &Bytes, me
 /// Received bytes are copied into the current block. The block is handed
 /// over when it is full, or when its oldest byte has waited
 /// [`PUBLISH_WITHIN`]: readers get it at once (they take slices of it,
-/// without copying) and its aligned part is written with direct I/O and
-/// hashed on the blocking pool while the next block fills; the unaligned
-/// rest starts the next block. Whole blocks keep writes large and thread
-/// hand-offs few whatever the network's frame size (256 KiB steps cost
-/// 0.1 CPU-s/GB more). One write runs at a time; a full block waits for
-/// it, so the network waits for the disk and memory stays flat with blob
-/// size. No blocking thread is held between writes.
+/// without copying), and its aligned part is queued on two lanes of the
+/// blocking pool, one writing it with direct I/O, one hashing it, while
+/// the next block fills; the unaligned rest starts the next block. Whole
+/// blocks keep writes large and thread hand-offs few whatever the
+/// network's frame size (256 KiB steps cost 0.1 CPU-s/GB more). With
+/// [`LANE_DEPTH`] blocks queued on a lane the network waits for it, so
+/// memory stays flat with blob size.
 struct Writer {
-    idle: Option<IngestFile>,
-    running: Option<JoinHandle<std::io::Result<IngestFile>>>,
+    writes: Lane<IngestSink>,
+    hashes: Lane<Hasher>,
     pool: Arc<BlockPool>,
     /// The length upstream announced, if it did.
     total: Option<u64>,
@@ -299,6 +307,9 @@ struct Writer {
     /// readers have every byte received.
     publish_by: Option<tokio::time::Instant>,
     flight: Arc<Flight>,
+    /// Whether the download still waits for readers that fall behind
+    /// (see [`Flight::keep_within_reach`]).
+    paced: bool,
 }
 
 impl Writer {
@@ -308,15 +319,17 @@ impl Writer {
         pool: Arc<BlockPool>,
         total: Option<u64>,
     ) -> Writer {
+        let (sink, hasher) = ingest.split();
         Writer {
-            idle: Some(ingest),
-            running: None,
+            writes: Lane::new(sink, LANE_DEPTH),
+            hashes: Lane::new(hasher, LANE_DEPTH),
             block: block_for(&pool, total, 0, 0),
             pool,
             total,
             block_offset: 0,
             publish_by: None,
             flight,
+            paced: true,
         }
     }
 
@@ -346,10 +359,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Waits for the running write, hands the block to readers and starts
-    /// writing it: its aligned part, or all of it when it is the `last`.
+    /// Hands the block to readers and queues its aligned part, or all of it
+    /// when it is the `last`, to be written and hashed.
     async fn flush(&mut self, last: bool) -> Result<(), FillError> {
-        let ingest = self.wait().await?;
         let held = self.block.len();
         let to_write = if last { held } else { aligned_down(held) };
         let offset = self.block_offset;
@@ -365,42 +377,46 @@ impl Writer {
         let bytes = block.freeze();
         // The bytes carried over into the next block go to readers now, so
         // that block starts with nothing unpublished.
-        if self.publish_by.take().is_some() {
+        let published = self.publish_by.take().is_some();
+        if published {
             self.flight.publish(offset, bytes.clone());
         }
-        if to_write == 0 {
-            self.idle = Some(ingest);
-            return Ok(());
+        if to_write > 0 {
+            let to_hash = bytes.slice(..to_write);
+            let to_file = to_hash.clone();
+            let flight = self.flight.clone();
+            self.writes
+                .push(move |sink| {
+                    sink.write_announcing(&[to_file], |written| flight.advance(written))
+                })
+                .await?;
+            self.hashes
+                .push(move |hasher| {
+                    hasher.update(&to_hash);
+                    Ok(())
+                })
+                .await?;
         }
-        let flight = self.flight.clone();
-        let mut ingest = ingest;
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            ingest.write_announcing(&[bytes.slice(..to_write)], |written| {
-                flight.advance(written)
-            })?;
-            Ok(ingest)
-        }));
+        if published && self.paced {
+            self.paced = self.flight.keep_within_reach(offset + held as u64).await;
+            if !self.paced {
+                info!(
+                    "readers stopped taking bytes; the download goes on without waiting for them"
+                );
+            }
+        }
         Ok(())
     }
 
-    async fn wait(&mut self) -> Result<IngestFile, FillError> {
-        if let Some(running) = self.running.take() {
-            return running
-                .await
-                .map_err(|e| FillError::Upstream(e.to_string()))?
-                .map_err(FillError::Storage);
-        }
-        self.idle
-            .take()
-            .ok_or_else(|| FillError::Upstream("the ingest file was lost to a failed write".into()))
-    }
-
-    /// Writes what is left and hands back the ingest file.
+    /// Writes what is left, waits for the lanes and hands back the ingest
+    /// file.
     async fn finish(mut self) -> Result<IngestFile, FillError> {
         if !self.block.is_empty() {
             self.flush(true).await?;
         }
-        self.wait().await
+        let sink = self.writes.finish().await?;
+        let hasher = self.hashes.finish().await?;
+        Ok(IngestFile::from_parts(sink, hasher))
     }
 }
 

@@ -435,7 +435,7 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
                     state.cache.read_blocks.clone(),
                     file,
                     progress,
-                    flight.recent(),
+                    flight.follow(),
                     start,
                     end,
                     Some(resume),
