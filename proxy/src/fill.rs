@@ -3,12 +3,15 @@
 //!
 //! A blob fill copies the upstream body into recycled, page-aligned blocks
 //! (see [`crate::cache::block`]). Each block is handed to the readers
-//! following the download as it is, and written to the ingest file and
-//! hashed on the blocking pool (disk and CPU work, kept off the async
-//! executor) with direct I/O, so the bytes are copied once on their way
-//! to the disk rather than into the page cache and out again. Only when
-//! every byte is in and the digest matches do readers get their last byte;
-//! the file is then synced and renamed into `blobs/`.
+//! following the download as it is, and written to the ingest file with
+//! direct I/O and hashed, each on its own [`Lane`] of the blocking pool
+//! (disk and CPU work, kept off the async executor), while the next block
+//! fills: the bytes are copied once on their way to the disk rather than
+//! into the page cache and out again, and the network, the disk and the
+//! hash overlap. The fill keeps within reach of its fastest reader (see
+//! [`Flight::keep_within_reach`]). Only when every byte is in and the
+//! digest matches do readers get their last byte; the file is then synced
+//! and renamed into `blobs/`.
 
 use std::fs::File;
 use std::sync::Arc;

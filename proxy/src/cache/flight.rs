@@ -43,10 +43,11 @@ const RECENT_BLOCKS: usize = 4;
 /// are still among the [`RECENT_BLOCKS`].
 const READER_LEAD: u64 = 2 * BLOCK_SIZE as u64;
 
-/// How long readers may take no bytes before the fetch stops waiting for
-/// them: a client that stopped reading must not hold the download (and
-/// everyone joining it) back.
-const READER_GRACE: Duration = Duration::from_secs(1);
+/// The longest a fetch waits for its readers per block. A reader slower
+/// than a block per this long (50 MB/s) does not slow the download further
+/// and reads the file instead; nor does it keep the download's share of an
+/// upstream h2 connection's window from draining.
+const READER_WAIT: Duration = Duration::from_millis(20);
 
 /// Where one download stands.
 #[derive(Debug, Clone)]
@@ -165,10 +166,13 @@ impl Flight {
     }
 
     /// For the fetch, having handed readers the bytes up to `published`:
-    /// waits until the furthest reader is within [`READER_LEAD`] of them,
-    /// or no one is reading. `false` if readers took nothing for
-    /// [`READER_GRACE`]: the fetch should stop waiting for them.
+    /// waits until the furthest reader is within two blocks (`READER_LEAD`) of them,
+    /// no one is reading, or `READER_WAIT` (20 ms) has passed. `false` if readers
+    /// took nothing at all meanwhile: they have stopped, and the fetch
+    /// should not wait for them again.
     pub async fn keep_within_reach(&self, published: u64) -> bool {
+        let give_up = tokio::time::Instant::now() + READER_WAIT;
+        let before = self.pace.furthest.load(Ordering::Acquire);
         loop {
             // Made before looking, so a move in between is not missed.
             let moved = self.pace.moved.notified();
@@ -178,8 +182,8 @@ impl Flight {
             {
                 return true;
             }
-            if tokio::time::timeout(READER_GRACE, moved).await.is_err() {
-                return false;
+            if tokio::time::timeout_at(give_up, moved).await.is_err() {
+                return furthest > before;
             }
         }
     }
@@ -785,7 +789,7 @@ mod tests {
         assert!(flight.keep_within_reach(published).await);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_fetch_waits_for_its_fastest_reader_to_come_within_reach() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
         let flight = Arc::new(Flight::new());
@@ -795,22 +799,24 @@ mod tests {
         // another keeps up.
         let _idle = follow(&flight, &tmp, 0, u64::MAX, None);
         let published = publish_blocks(&flight, 4);
+        let started = tokio::time::Instant::now();
         let waiting = tokio::spawn({
             let flight = flight.clone();
             async move { flight.keep_within_reach(published).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "four blocks ahead of every reader");
-        // Taking the first two blocks brings the reader within reach.
-        for _ in 0..2 {
-            let bytes = fast.frame().await.unwrap().unwrap().into_data().unwrap();
-            assert_eq!(bytes.len(), BLOCK_SIZE, "a whole block from memory");
-        }
-        let kept_pace = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
-            .await
-            .expect("the fetch goes on once a reader is within reach")
-            .unwrap();
-        assert!(kept_pace);
+        tokio::task::yield_now().await;
+        // Taking the first block leaves the reader three blocks behind.
+        fast.frame().await.unwrap().unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "three blocks behind: still waiting");
+        // The second brings it within reach.
+        let bytes = fast.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(bytes.len(), BLOCK_SIZE, "a whole block from memory");
+        assert!(waiting.await.unwrap());
+        assert!(
+            started.elapsed() < READER_WAIT,
+            "went on as soon as the reader was within reach"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -825,7 +831,27 @@ mod tests {
             !flight.keep_within_reach(published).await,
             "the fetch stops waiting"
         );
-        assert_eq!(started.elapsed(), READER_GRACE);
+        assert_eq!(started.elapsed(), READER_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_holds_the_fetch_back_only_so_long() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let flight = Arc::new(Flight::new());
+        streaming(&flight, &tmp, u64::MAX);
+        let mut slow = follow(&flight, &tmp, 0, u64::MAX, None);
+        let published = publish_blocks(&flight, 4);
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn({
+            let flight = flight.clone();
+            async move { flight.keep_within_reach(published).await }
+        });
+        tokio::task::yield_now().await;
+        // One block taken: progress, but not within reach.
+        slow.frame().await.unwrap().unwrap();
+        let kept_pace = waiting.await.unwrap();
+        assert!(kept_pace, "a reader that moves still paces the next block");
+        assert_eq!(started.elapsed(), READER_WAIT);
     }
 
     #[test]
