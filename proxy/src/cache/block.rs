@@ -70,12 +70,16 @@ impl BlockPool {
     /// A block for about `want` bytes: a pooled one, or for less than a
     /// quarter of the pool's size a block of just that many whole pages,
     /// freed after use, so that small blobs (configs, small layers) do not
-    /// each pin a whole pooled block.
+    /// each pin a whole pooled block. For nothing (a download's last flush
+    /// needs no next block), a block with no memory.
     pub fn take_for(self: &Arc<Self>, want: usize) -> Block {
+        if want == 0 {
+            return Block::new(Vec::new(), 0, None);
+        }
         if want >= self.block_size / 4 {
             return self.take();
         }
-        let capacity = want.div_ceil(ALIGN).max(1) * ALIGN;
+        let capacity = want.div_ceil(ALIGN) * ALIGN;
         Block::new(vec![0; capacity + ALIGN], capacity, None)
     }
 
@@ -116,7 +120,7 @@ impl Block {
         // Alignment is a speed matter only: a misaligned block is written
         // through the page cache instead.
         let start = match storage.as_ptr().align_offset(ALIGN) {
-            offset if offset <= ALIGN => offset,
+            offset if offset <= ALIGN && capacity > 0 => offset,
             _ => 0,
         };
         Block {
@@ -259,7 +263,10 @@ mod tests {
         assert_eq!(small.fill(&[1u8; 9000]), 2 * ALIGN);
         drop(small.freeze());
         assert_eq!(pool.idle(), 0, "a one-off block is freed, not pooled");
-        assert_eq!(pool.take_for(0).capacity(), ALIGN);
+        let mut empty = pool.take_for(0);
+        assert_eq!(empty.capacity(), 0);
+        assert_eq!(empty.fill(b"more"), 0, "holds nothing");
+        assert!(empty.freeze().is_empty());
         let large = pool.take_for(BLOCK_SIZE / 4);
         assert_eq!(large.capacity(), BLOCK_SIZE);
         drop(large);
