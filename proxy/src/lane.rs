@@ -217,6 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_job_drops_the_value_and_the_jobs_behind_it() {
+        #[derive(Debug)]
         struct Counted(Arc<AtomicUsize>);
         impl Drop for Counted {
             fn drop(&mut self) {
@@ -239,7 +240,7 @@ mod tests {
                 })
                 .await;
         }
-        let error = lane.finish().await.err().expect("the lane failed");
+        let error = lane.finish().await.expect_err("the lane failed");
         assert!(
             error.to_string().contains("disk full") || error.to_string().contains("earlier"),
             "{error}"
@@ -254,7 +255,7 @@ mod tests {
         lane.push(|_| Err(io::Error::other("disk full")))
             .await
             .unwrap();
-        let error = lane.finish().await.err().expect("the lane failed");
+        let error = lane.finish().await.expect_err("the lane failed");
         assert_eq!(error.to_string(), "disk full");
     }
 
