@@ -789,22 +789,31 @@ mod tests {
         assert!(flight.keep_within_reach(published).await);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_fetch_waits_for_its_fastest_reader_to_come_within_reach() {
-        let tmp = tempfile::NamedTempFile::new().unwrap();
+    /// A download four blocks ahead of its one new reader, and the fetch
+    /// waiting for readers to come within reach.
+    async fn four_blocks_ahead(
+        tmp: &tempfile::NamedTempFile,
+    ) -> (Arc<Flight>, Body, tokio::task::JoinHandle<bool>) {
         let flight = Arc::new(Flight::new());
-        streaming(&flight, &tmp, u64::MAX);
-        let mut fast = follow(&flight, &tmp, 0, u64::MAX, None);
-        // A reader that never reads does not hold the fetch back while
-        // another keeps up.
-        let _idle = follow(&flight, &tmp, 0, u64::MAX, None);
+        streaming(&flight, tmp, u64::MAX);
+        let reader = follow(&flight, tmp, 0, u64::MAX, None);
         let published = publish_blocks(&flight, 4);
-        let started = tokio::time::Instant::now();
         let waiting = tokio::spawn({
             let flight = flight.clone();
             async move { flight.keep_within_reach(published).await }
         });
         tokio::task::yield_now().await;
+        (flight, reader, waiting)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_waits_for_its_fastest_reader_to_come_within_reach() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let started = tokio::time::Instant::now();
+        let (flight, mut fast, waiting) = four_blocks_ahead(&tmp).await;
+        // A reader that never reads does not hold the fetch back while
+        // another keeps up.
+        let _idle = follow(&flight, &tmp, 0, u64::MAX, None);
         // Taking the first block leaves the reader three blocks behind.
         fast.frame().await.unwrap().unwrap();
         tokio::task::yield_now().await;
@@ -822,31 +831,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readers_that_stop_reading_are_left_behind() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
-        let flight = Flight::new();
-        streaming(&flight, &tmp, u64::MAX);
-        let _stuck = follow(&flight, &tmp, 0, u64::MAX, None);
-        let published = publish_blocks(&flight, 4);
         let started = tokio::time::Instant::now();
-        assert!(
-            !flight.keep_within_reach(published).await,
-            "the fetch stops waiting"
-        );
+        let (_flight, _stuck, waiting) = four_blocks_ahead(&tmp).await;
+        assert!(!waiting.await.unwrap(), "the fetch stops waiting");
         assert_eq!(started.elapsed(), READER_WAIT);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_reader_holds_the_fetch_back_only_so_long() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
-        let flight = Arc::new(Flight::new());
-        streaming(&flight, &tmp, u64::MAX);
-        let mut slow = follow(&flight, &tmp, 0, u64::MAX, None);
-        let published = publish_blocks(&flight, 4);
         let started = tokio::time::Instant::now();
-        let waiting = tokio::spawn({
-            let flight = flight.clone();
-            async move { flight.keep_within_reach(published).await }
-        });
-        tokio::task::yield_now().await;
+        let (_flight, mut slow, waiting) = four_blocks_ahead(&tmp).await;
         // One block taken: progress, but not within reach.
         slow.frame().await.unwrap().unwrap();
         let kept_pace = waiting.await.unwrap();
