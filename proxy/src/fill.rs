@@ -425,11 +425,17 @@ impl Writer {
 
 /// The next block of a download: room for `carry` bytes held over plus
 /// what is still to come of an announced `total`, of which `received`
-/// arrived; a pooled block when the length is unknown or large.
+/// arrived. A pooled block only when a whole one will be filled (or the
+/// length is unknown): a blob or a last block smaller than that gets just
+/// its own size, so many small misses at once do not each pin 1 MiB.
 fn block_for(pool: &Arc<BlockPool>, total: Option<u64>, carry: usize, received: u64) -> Block {
     let rest = total.map_or(BLOCK_SIZE as u64, |t| t.saturating_sub(received));
     let want = (carry as u64 + rest).min(BLOCK_SIZE as u64) as usize;
-    pool.take_for(want)
+    if want < BLOCK_SIZE {
+        Block::one_off(want)
+    } else {
+        pool.take()
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +505,27 @@ mod tests {
         assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
         drop((tail, flight));
         assert!(pool.idle() > 0, "a large download's blocks are reused");
+    }
+
+    #[test]
+    fn only_whole_blocks_come_from_the_pool() {
+        let pool = Arc::new(BlockPool::for_downloads());
+        let kib = |k: usize| k * 1024;
+        let mib = BLOCK_SIZE as u64;
+        // A 600 KiB blob gets 600 KiB, not a pooled 1 MiB block.
+        assert_eq!(
+            block_for(&pool, Some(kib(600) as u64), 0, 0).capacity(),
+            kib(600)
+        );
+        // A large one: pooled blocks until its last, partial one.
+        let first = block_for(&pool, Some(3 * mib + 5), 0, 0);
+        assert_eq!(first.capacity(), BLOCK_SIZE);
+        let last = block_for(&pool, Some(3 * mib + 5), 100, 3 * mib);
+        assert_eq!(last.capacity(), ALIGN, "100 carried and 5 to come");
+        drop((first, last));
+        assert_eq!(pool.idle(), 1, "only the whole block went back");
+        // Unknown length: a pooled block.
+        assert_eq!(block_for(&pool, None, 0, 0).capacity(), BLOCK_SIZE);
     }
 
     #[tokio::test]

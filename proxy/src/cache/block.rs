@@ -46,9 +46,10 @@ impl BlockPool {
         }
     }
 
-    /// The pool downloads fill: 16 MiB idle at most.
+    /// The pool downloads fill: 8 MiB idle at most, what a few large
+    /// downloads in a row keep reusing.
     pub fn for_downloads() -> BlockPool {
-        BlockPool::new(BLOCK_SIZE, 16)
+        BlockPool::new(BLOCK_SIZE, 8)
     }
 
     /// The pool cache hits read into: 16 MiB idle at most.
@@ -73,14 +74,10 @@ impl BlockPool {
     /// each pin a whole pooled block. For nothing (a download's last flush
     /// needs no next block), a block with no memory.
     pub fn take_for(self: &Arc<Self>, want: usize) -> Block {
-        if want == 0 {
-            return Block::new(Vec::new(), 0, None);
-        }
         if want >= self.block_size / 4 {
             return self.take();
         }
-        let capacity = want.div_ceil(ALIGN) * ALIGN;
-        Block::new(vec![0; capacity + ALIGN], capacity, None)
+        Block::one_off(want)
     }
 
     /// Idle blocks held now.
@@ -116,6 +113,16 @@ pub struct Block {
 }
 
 impl Block {
+    /// A block of just enough whole pages for `want` bytes, freed after
+    /// use; for nothing, a block with no memory.
+    pub fn one_off(want: usize) -> Block {
+        if want == 0 {
+            return Block::new(Vec::new(), 0, None);
+        }
+        let capacity = want.div_ceil(ALIGN) * ALIGN;
+        Block::new(vec![0; capacity + ALIGN], capacity, None)
+    }
+
     fn new(storage: Vec<u8>, capacity: usize, pool: Option<Arc<BlockPool>>) -> Block {
         // Alignment is a speed matter only: a misaligned block is written
         // through the page cache instead.
