@@ -1,10 +1,10 @@
 //! Lanes: blocking jobs on one value, run in order on tokio's blocking
 //! pool while the async caller goes on.
 //!
-//! A download writes each block to its file and hashes it; done in the
-//! fill task's wake (one job at a time, awaited before the next block),
-//! the network waited for the disk and the hash in turn, and a miss moved
-//! at the speed of write + hash + two thread hand-offs per block. A lane
+//! A download writes each block to its file and hashes it. Done as one
+//! blocking job per block, awaited before the next block, the network
+//! waited for the disk and the hash in turn, and a miss moved at the speed
+//! of write + hash + two thread hand-offs per block. A lane
 //! per kind of work lets the write, the hash and the network overlap: the
 //! caller queues a job and returns at once, waiting only when `depth` jobs
 //! are already queued (which bounds the memory they hold). A thread runs

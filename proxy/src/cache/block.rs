@@ -68,11 +68,13 @@ impl BlockPool {
         Block::new(storage, self.block_size, Some(self.clone()))
     }
 
-    /// A block for about `want` bytes: a pooled one, or for less than a
+    /// A block for a read of `want` bytes: a pooled one, or for less than a
     /// quarter of the pool's size a block of just that many whole pages,
     /// freed after use, so that small blobs (configs, small layers) do not
-    /// each pin a whole pooled block. For nothing (a download's last flush
-    /// needs no next block), a block with no memory.
+    /// each pin a whole pooled block. Downloads size their blocks in
+    /// `fill` instead, one-off below a whole block; for reads that rule
+    /// cost about 5% more CPU under the soak (a fresh allocation for every
+    /// blob's last read) and did not lower its peak memory.
     pub fn take_for(self: &Arc<Self>, want: usize) -> Block {
         if want >= self.block_size / 4 {
             return self.take();

@@ -151,8 +151,10 @@ impl Flight {
         }
     }
 
-    /// The latest blocks of the download.
-    pub fn recent(&self) -> Recent {
+    /// The latest blocks of the download (readers reach them through
+    /// [`Flight::follow`]).
+    #[cfg(test)]
+    pub(crate) fn recent(&self) -> Recent {
         self.recent.clone()
     }
 
@@ -166,10 +168,10 @@ impl Flight {
     }
 
     /// For the fetch, having handed readers the bytes up to `published`:
-    /// waits until the furthest reader is within two blocks (`READER_LEAD`) of them,
-    /// no one is reading, or `READER_WAIT` (20 ms) has passed. `false` if readers
-    /// took nothing at all meanwhile: they have stopped, and the fetch
-    /// should not wait for them again.
+    /// waits until the furthest reader is within two blocks of them
+    /// (`READER_LEAD`), no one is reading, or 20 ms (`READER_WAIT`) have
+    /// passed. `false` if readers took nothing at all meanwhile: they have
+    /// stopped, and the fetch should not wait for them again.
     pub async fn keep_within_reach(&self, published: u64) -> bool {
         let give_up = tokio::time::Instant::now() + READER_WAIT;
         let before = self.pace.furthest.load(Ordering::Acquire);
