@@ -50,6 +50,7 @@ use serde_json::{json, Value};
 
 use speed::curl::{self, Get, Timing, Via};
 use speed::files::{self, FileServer};
+use speed::floor::{self, Floor};
 use speed::nginx::{self, Nginx, NginxSetup};
 use speed::pool::{self, PoolJob};
 use speed::procfs::{self, RssSampler};
@@ -256,6 +257,8 @@ struct Bench {
     hit_blobs: BTreeMap<u64, Expect>,
     /// The figures, as they are measured.
     targets: Vec<TargetRow>,
+    /// The machine's hashing and copying speeds, taken before the phases.
+    floor: Option<Floor>,
     json: serde_json::Map<String, Value>,
     /// Peak RSS (VmHWM, KiB) of pullcache per phase.
     peaks: Vec<(String, u64)>,
@@ -284,6 +287,9 @@ fn run() -> anyhow::Result<bool> {
     let bin = proxy::release_binary("benches/speed.sh")?;
     let started = Instant::now();
     let mut bench = Bench::start(settings, &bin)?;
+    if bench.settings.wants("miss") {
+        bench.floor = Some(floor::measure());
+    }
     let load_before = loadavg();
     let machine_before = procfs::machine_ticks();
     let ours_before = bench.own_ticks();
@@ -462,6 +468,7 @@ impl Bench {
             next_seed: BASE_SEED,
             hit_blobs: BTreeMap::new(),
             targets: Vec::new(),
+            floor: None,
             json: serde_json::Map::new(),
             peaks: Vec::new(),
             peak_reset_works,
@@ -1034,6 +1041,14 @@ impl Bench {
             "≤ 1.8",
             cpu.map(|c| c <= 1.8),
         );
+        if let Some((cached, memory)) = self.floor.as_ref().map(Floor::hashing_cpu_s_per_gb) {
+            self.target(
+                format!("miss {mib} MiB: SHA-256 alone, CPU-s/GB"),
+                format!("{cached:.2} cached – {memory:.2} from memory"),
+                "(no target)",
+                None,
+            );
+        }
         let vs_origin = miss.speed_ratio(&series[0]);
         self.target(
             format!("miss {mib} MiB: throughput vs origin direct"),
@@ -1553,6 +1568,20 @@ impl Bench {
             "noise_other_cpu_fraction".to_owned(),
             json!(others / (cpus * usage.secs)),
         );
+        if let Some(floor) = &self.floor {
+            println!(
+                "  machine floor, one thread, best of 3: SHA-256 {:.2} GB/s over cached bytes, {:.2} GB/s over bytes from memory; memcpy {:.1} GB/s",
+                floor.sha256_cached, floor.sha256_memory, floor.memcpy
+            );
+            self.json.insert(
+                "floor".to_owned(),
+                json!({
+                    "sha256_cached_gb_s": floor.sha256_cached,
+                    "sha256_memory_gb_s": floor.sha256_memory,
+                    "memcpy_gb_s": floor.memcpy,
+                }),
+            );
+        }
         println!(
             "  pullcache {} (pid {}); client {}; nginx {}",
             bin.display(),

@@ -3,10 +3,12 @@
 //! pullcache process runner, the blob generator, curl's program lookup):
 //! the minimal rustls file server (the ceiling), Debian's nginx (two
 //! baselines), the curl client, the in-process client pool, `/proc`
-//! readings and the statistics.
+//! readings, the machine's own hashing and copying floor and the
+//! statistics.
 
 pub(crate) mod curl;
 pub(crate) mod files;
+pub(crate) mod floor;
 pub(crate) mod nginx;
 pub(crate) mod pool;
 pub(crate) mod procfs;
