@@ -4,12 +4,12 @@
 //! A download writes each block to its file and hashes it. Done as one
 //! blocking job per block, awaited before the next block, the network
 //! waited for the disk and the hash in turn, and a miss moved at the speed
-//! of write + hash + two thread hand-offs per block. A lane
-//! per kind of work lets the write, the hash and the network overlap: the
-//! caller queues a job and returns at once, waiting only when `depth` jobs
-//! are already queued (which bounds the memory they hold). A thread runs
-//! the lane's jobs while there are any and goes back to the pool when the
-//! queue is empty, so a quiet download holds no thread.
+//! of write + hash + two thread hand-offs per block. A lane per kind of
+//! work lets the write, the hash and the network overlap: the caller queues
+//! a job and returns at once, waiting only when `depth` jobs are already
+//! queued (which bounds the memory they hold). A thread runs the lane's
+//! jobs while there are any and goes back to the pool when the queue is
+//! empty, so a quiet download holds no thread.
 
 use std::collections::VecDeque;
 use std::io;
