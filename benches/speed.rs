@@ -54,6 +54,7 @@ use speed::floor::{self, Floor};
 use speed::nginx::{self, Nginx, NginxSetup};
 use speed::pool::{self, PoolJob};
 use speed::procfs::{self, RssSampler};
+use speed::relay::{self, Relay};
 use speed::stats::{summary, Failures, Series, Summary};
 use support::blobs::{self, Blob};
 use support::certs::TestCa;
@@ -761,7 +762,11 @@ impl Bench {
             let mut line = Vec::new();
             for (route, series) in routes.iter().zip(&mut series) {
                 let label = format!("{name} round {round} {}", route.label);
+                let machine = procfs::machine_ticks();
+                let started = Instant::now();
                 let (timing, ticks) = self.timed(&route.get, route.meter, expect, &label)?;
+                let busy = procfs::machine_ticks().busy.saturating_sub(machine.busy);
+                series.add_machine(busy, started.elapsed().as_secs_f64());
                 series.push(timing.total, ticks);
                 series.add_client(timing.client_ticks);
                 line.push(format!("{} {:.3} s", route.label, timing.total));
@@ -1232,6 +1237,7 @@ impl Bench {
         let expect = self.hit_blob(mib)?;
         let path = expect.path();
         let ca = self.ca.pem_path().to_path_buf();
+        let relay = Relay::start(self.files.addr())?;
         let routes = [
             Route {
                 label: "direct",
@@ -1241,7 +1247,17 @@ impl Bench {
                     path: &path,
                     ca: &ca,
                 },
-                meter: None,
+                meter: Some(Meter::Threads(files::THREAD_NAME)),
+            },
+            Route {
+                label: "bare relay",
+                get: Get {
+                    via: Via::Direct(relay.addr()),
+                    host: TUNNEL_HOST,
+                    path: &path,
+                    ca: &ca,
+                },
+                meter: Some(Meter::Threads(relay::THREAD_NAME)),
             },
             Route {
                 label: "pullcache tunnel",
@@ -1254,38 +1270,87 @@ impl Bench {
                 meter: Some(self.pullcache_meter()),
             },
         ];
-        let tls = routes[1].get.describe_tls();
+        let tls = routes[2].get.describe_tls();
         let rounds = self.settings.rounds;
         // Untimed: one verified download per route (also their warm-up).
         self.verify_routes("tunnel", &routes, &expect)?;
         let series = self.interleave("tunnel", rounds, &routes, &expect)?;
-        let named = [("direct", &series[0]), ("tunnel", &series[1])];
+        drop(relay);
+        let [direct, bare, tunnel] = &series[..] else {
+            unreachable!("one series per route");
+        };
+        let named = [("direct", direct), ("bare relay", bare), ("tunnel", tunnel)];
         print_section(
             &format!(
-                "4. tunnel, {mib} MiB — {rounds} rounds, each: curl straight to the rustls file server as {TUNNEL_HOST}, then through pullcache (CONNECT {TUNNEL_HOST}:443, not intercepted, spliced)"
+                "4. tunnel, {mib} MiB — {rounds} rounds, each: curl straight to the rustls file server as {TUNNEL_HOST}, then through a bare relay written here (1 MiB buffers, nothing else), then through pullcache (CONNECT {TUNNEL_HOST}:443, not intercepted)"
             ),
             &named,
-            &[("direct", &series[0])],
+            &[("direct", direct), ("bare relay", bare)],
             self.ticks_per_sec,
-            "server CPU-s/GB: pullcache's process (the splice only; the file server's CPU is not in it)",
+            "server CPU-s/GB: direct, the file server's thread; bare relay, the relay's thread; tunnel, pullcache's process (the relaying only: the file server's CPU is in neither)",
         );
         println!("   TLS through the tunnel (end to end with the file server): {tls}");
+        println!("   with the cores already busy downloading directly, what a relay costs per byte comes out of the client's and the server's share: the bare relay is the tunnel's ceiling on this machine");
+        if let Some(machine) = direct.machine_cpu_per_gb(self.ticks_per_sec) {
+            // Even with every core busy, 0.9× the direct speed leaves only
+            // this much machine CPU per GB for all that a relay adds.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let budget = cores as f64 / (0.9 * direct.mb_per_s() / 1e3) - machine;
+            let added = |series: &Series| {
+                fmt_opt(
+                    series
+                        .machine_cpu_per_gb(self.ticks_per_sec)
+                        .map(|m| m - machine),
+                    2,
+                )
+            };
+            println!(
+                "   0.9× direct leaves a relay at most {budget:.2} machine CPU-s/GB, even with all {cores} cores busy; the bare relay added {}, pullcache's tunnel {}",
+                added(bare),
+                added(tunnel),
+            );
+        }
         print_rounds(&named);
-        let ratio = series[1].speed_ratio(&series[0]);
+        let ratio = tunnel.speed_ratio(direct);
         self.target(
             format!("tunnel {mib} MiB: throughput vs direct"),
             ratio_text(&ratio),
             "≥ 0.9×",
             Some(ratio.median >= 0.9),
         );
+        let vs_bare = tunnel.speed_ratio(bare);
+        self.target(
+            format!("tunnel {mib} MiB: throughput vs a bare relay"),
+            format!(
+                "{} (bare relay {:.2}× direct)",
+                ratio_text(&vs_bare),
+                bare.speed_ratio(direct).median
+            ),
+            "(no target)",
+            None,
+        );
         self.json.insert(
             "tunnel".to_owned(),
             json!({
                 "mib": mib,
-                "direct_mb_s": series[0].mb_per_s(),
-                "tunnel_mb_s": series[1].mb_per_s(),
+                "direct_mb_s": direct.mb_per_s(),
+                "bare_relay_mb_s": bare.mb_per_s(),
+                "tunnel_mb_s": tunnel.mb_per_s(),
                 "vs_direct": ratio.median,
-                "pullcache_cpu_s_per_gb": series[1].cpu_per_gb(self.ticks_per_sec),
+                "vs_bare_relay": vs_bare.median,
+                "file_server_cpu_s_per_gb": direct.cpu_per_gb(self.ticks_per_sec),
+                "bare_relay_cpu_s_per_gb": bare.cpu_per_gb(self.ticks_per_sec),
+                "pullcache_cpu_s_per_gb": tunnel.cpu_per_gb(self.ticks_per_sec),
+                "cores_busy": {
+                    "direct": direct.cores_busy(self.ticks_per_sec),
+                    "bare_relay": bare.cores_busy(self.ticks_per_sec),
+                    "tunnel": tunnel.cores_busy(self.ticks_per_sec),
+                },
+                "machine_cpu_s_per_gb": {
+                    "direct": direct.machine_cpu_per_gb(self.ticks_per_sec),
+                    "bare_relay": bare.machine_cpu_per_gb(self.ticks_per_sec),
+                    "tunnel": tunnel.machine_cpu_per_gb(self.ticks_per_sec),
+                },
             }),
         );
         Ok(())
@@ -1856,6 +1921,21 @@ fn print_section(
         println!("{line}");
     }
     println!("   {cpu_note}; curl's: the clients' own CPU-s/GB, process start-up included (a curl near 1 CPU-s per wall second bounds its download)");
+    let machine: Vec<String> = routes
+        .iter()
+        .filter_map(|(label, series)| {
+            let cores = series.cores_busy(ticks_per_sec)?;
+            let cpu = series.machine_cpu_per_gb(ticks_per_sec)?;
+            Some(format!("{label} {cores:.2} cores, {cpu:.2} CPU-s/GB"))
+        })
+        .collect();
+    if !machine.is_empty() {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!(
+            "   whole machine (of {cores} cores) while each route's curl ran: {}",
+            machine.join(" · ")
+        );
+    }
 }
 
 /// Every round's time per route, in order.

@@ -16,6 +16,9 @@ pub(crate) struct Series {
     /// The clients' (curl's) CPU over all rounds, in clock ticks; `None`
     /// when not measured.
     pub(crate) client_ticks: Option<u64>,
+    /// The whole machine's busy CPU over the rounds' clients' runs (start
+    /// to exit), in clock ticks, and the wall seconds of those runs.
+    pub(crate) machine: Option<(u64, f64)>,
 }
 
 impl Series {
@@ -25,7 +28,32 @@ impl Series {
             bytes_per_round,
             cpu_ticks: Some(0),
             client_ticks: None,
+            machine: None,
         }
+    }
+
+    /// Adds the machine's busy CPU ticks over a round's client run of
+    /// `secs` wall seconds.
+    pub(crate) fn add_machine(&mut self, ticks: u64, secs: f64) {
+        let (t, s) = self.machine.unwrap_or((0, 0.0));
+        self.machine = Some((t + ticks, s + secs));
+    }
+
+    /// The whole machine's CPU-seconds per GB moved over this route's
+    /// clients' runs: the server's, the client's, a relay's and the
+    /// kernel's work, all counted.
+    pub(crate) fn machine_cpu_per_gb(&self, ticks_per_sec: u64) -> Option<f64> {
+        let bytes = self.bytes_per_round as f64 * self.secs.len() as f64;
+        self.machine
+            .map(|(ticks, _)| ticks as f64 / ticks_per_sec as f64 / (bytes / 1e9))
+    }
+
+    /// How many of the machine's cores were busy, on average, while this
+    /// route's clients ran (everything on the machine counted).
+    pub(crate) fn cores_busy(&self, ticks_per_sec: u64) -> Option<f64> {
+        self.machine
+            .filter(|&(_, secs)| secs > 0.0)
+            .map(|(ticks, secs)| ticks as f64 / ticks_per_sec as f64 / secs)
     }
 
     /// Adds the clients' CPU ticks of a round.
