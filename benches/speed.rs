@@ -762,11 +762,9 @@ impl Bench {
             let mut line = Vec::new();
             for (route, series) in routes.iter().zip(&mut series) {
                 let label = format!("{name} round {round} {}", route.label);
-                let machine = procfs::machine_ticks();
-                let started = Instant::now();
-                let (timing, ticks) = self.timed(&route.get, route.meter, expect, &label)?;
-                let busy = procfs::machine_ticks().busy.saturating_sub(machine.busy);
-                series.add_machine(busy, started.elapsed().as_secs_f64());
+                let (timing, ticks) = on_machine(series, || {
+                    self.timed(&route.get, route.meter, expect, &label)
+                })?;
                 series.push(timing.total, ticks);
                 series.add_client(timing.client_ticks);
                 line.push(format!("{} {:.3} s", route.label, timing.total));
@@ -938,7 +936,9 @@ impl Bench {
                 ca: &ca,
             };
             let meter = Some(Meter::Threads(ORIGIN_THREAD));
-            let (t, ticks) = self.timed(&direct, meter, &expect, &format!("{name} direct"))?;
+            let (t, ticks) = on_machine(&mut series[0], || {
+                self.timed(&direct, meter, &expect, &format!("{name} direct"))
+            })?;
             series[0].push(t.total, ticks);
             series[0].add_client(t.client_ticks);
 
@@ -948,7 +948,9 @@ impl Bench {
             let via = proxied(pullcache_addr, REGISTRY_HOST, &path, &pullcache_ca);
             let meter = self.pullcache_meter();
             let before = meter.ticks();
-            let (t, _) = self.timed(&via, None, &expect, &format!("{name} pullcache"))?;
+            let (t, _) = on_machine(&mut series[1], || {
+                self.timed(&via, None, &expect, &format!("{name} pullcache"))
+            })?;
             let finished = Instant::now();
             self.wait_committed(&expect.hex, &format!("{name} pullcache"));
             commit_lags.push(finished.elapsed().as_secs_f64());
@@ -967,12 +969,14 @@ impl Bench {
                 (get, pid)
             });
             if let Some((get, pid)) = &via_nginx {
-                let (t, ticks) = self.timed(
-                    get,
-                    Some(Meter::Process(*pid)),
-                    &expect,
-                    &format!("{name} nginx"),
-                )?;
+                let (t, ticks) = on_machine(&mut series[2], || {
+                    self.timed(
+                        get,
+                        Some(Meter::Process(*pid)),
+                        &expect,
+                        &format!("{name} nginx"),
+                    )
+                })?;
                 series[2].push(t.total, ticks);
                 series[2].add_client(t.client_ticks);
             }
@@ -1869,6 +1873,20 @@ fn tally(counts: &BTreeMap<String, usize>) -> String {
         .map(|(k, n)| format!("{k}×{n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Runs `download` and adds the whole machine's busy CPU over it, and its
+/// wall time, to `series`.
+fn on_machine<T>(
+    series: &mut Series,
+    download: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let before = procfs::machine_ticks().busy;
+    let started = Instant::now();
+    let result = download()?;
+    let busy = procfs::machine_ticks().busy.saturating_sub(before);
+    series.add_machine(busy, started.elapsed().as_secs_f64());
+    Ok(result)
 }
 
 fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
