@@ -471,7 +471,8 @@ async fn join_blob_fill(request: Cacheable<'_>, digest: Digest) -> Answer {
 
 /// How a reader fetches the rest of a blob itself when the shared
 /// download cannot be stored (a full disk): a range request to upstream
-/// with pullcache's own credentials. The client still gets every byte; the
+/// with pullcache's own credentials, abandoned like a fill if upstream goes
+/// quiet for `cache.upstream_stall`. The client still gets every byte; the
 /// cache simply does not keep them.
 fn resume_from_upstream(
     state: Arc<State>,
@@ -496,10 +497,14 @@ fn resume_from_upstream(
                 .send_following(Method::GET, uri, headers)
                 .await?;
             match response.status() {
-                StatusCode::PARTIAL_CONTENT => Ok(body::boxed(response.into_body())),
-                StatusCode::OK if from == 0 => Ok(body::boxed(response.into_body())),
-                status => Err(format!("upstream answered {status} to a range request").into()),
+                StatusCode::PARTIAL_CONTENT => {}
+                StatusCode::OK if from == 0 => {}
+                status => {
+                    return Err(format!("upstream answered {status} to a range request").into())
+                }
             }
+            let body = body::boxed(response.into_body());
+            Ok(body::with_stall(body, state.fetcher.stall()))
         })
     })
 }
