@@ -130,6 +130,11 @@ struct Settings {
     /// `PULLCACHE_BENCH_PHASES` (all): a comma-separated subset of
     /// [`PHASES`].
     phases: BTreeSet<String>,
+    /// `PULLCACHE_BENCH_COMPARE_BIN` (none): another pullcache binary, run
+    /// beside this one and measured in the same rounds of the hit, miss
+    /// and tunnel phases, to compare two builds with the machine's drift
+    /// cancelled.
+    compare_bin: Option<PathBuf>,
 }
 
 impl Settings {
@@ -172,6 +177,11 @@ impl Settings {
             rss_clients: env_count("PULLCACHE_BENCH_RSS_CLIENTS", 100)?,
             rss_mib: env_count("PULLCACHE_BENCH_RSS_MIB", 256)?,
             phases,
+            compare_bin: match std::env::var_os("PULLCACHE_BENCH_COMPARE_BIN") {
+                Some(path) if Path::new(&path).is_file() => Some(PathBuf::from(path)),
+                Some(path) => bail!("PULLCACHE_BENCH_COMPARE_BIN: {path:?} is not a file"),
+                None => None,
+            },
         })
     }
 
@@ -181,6 +191,24 @@ impl Settings {
 }
 
 // === the bench ===
+
+/// Which pullcache: the one measured against the baselines, or the
+/// comparison build beside it.
+#[derive(Clone, Copy)]
+enum Build {
+    Measured,
+    Compared,
+}
+
+impl Build {
+    /// Its listener on the origin.
+    fn side(self) -> Side {
+        match self {
+            Build::Measured => Side::Pullcache,
+            Build::Compared => Side::Compare,
+        }
+    }
+}
 
 /// Where a server's CPU time is read.
 #[derive(Clone, Copy)]
@@ -250,6 +278,9 @@ struct Bench {
     pullcache_bin: PathBuf,
     pullcache_dir: PathBuf,
     pullcache_sections: String,
+    /// The comparison build, when `PULLCACHE_BENCH_COMPARE_BIN` names one:
+    /// its own data directory and CA, its own origin listener.
+    compare: Option<Pullcache>,
     /// Their `/metrics` counters, just before they were stopped.
     metrics_before_restart: Vec<String>,
     failures: Failures,
@@ -333,7 +364,7 @@ fn run() -> anyhow::Result<bool> {
 struct CpuUsage {
     busy: u64,
     steal: u64,
-    /// This benchmark, its curl children, pullcache and nginx.
+    /// This benchmark, its curl children, pullcache (both builds) and nginx.
     ours: u64,
     /// The wall time they were measured over.
     secs: f64,
@@ -379,7 +410,7 @@ impl Bench {
         let origin = Origin::start(OriginSetup {
             thread_name: ORIGIN_THREAD,
             tls: leaf.server_config(&[b"h2", b"http/1.1"])?,
-            sides: &[Side::Direct, Side::Pullcache, Side::Nginx],
+            sides: &[Side::Direct, Side::Pullcache, Side::Nginx, Side::Compare],
             repository: REPOSITORY,
             catalogue: Arc::default(),
         })?;
@@ -430,6 +461,28 @@ impl Bench {
         let pullcache = Pullcache::start(bin, &pullcache_dir, &sections)?;
         let pullcache_ca = pullcache.ca_path().to_path_buf();
         let peak_reset_works = procfs::reset_peak(pullcache.pid());
+        let compare = match &settings.compare_bin {
+            None => None,
+            Some(compare_bin) => {
+                let mut resolve: Vec<(&str, SocketAddr)> = hosts
+                    .iter()
+                    .map(|host| (*host, origin.addr(Side::Compare)))
+                    .collect();
+                resolve.push((TUNNEL_HOST, files.addr()));
+                let sections = upstream_sections(&hosts, ca.pem_path(), &resolve, "");
+                let compare_dir = dir.path().join("pullcache-compare");
+                std::fs::create_dir_all(&compare_dir)?;
+                let compare = Pullcache::start(compare_bin, &compare_dir, &sections)
+                    .context("cannot start the comparison build")?;
+                eprintln!(
+                    "speed: comparison build {} (pid {}) on {}",
+                    compare_bin.display(),
+                    compare.pid(),
+                    compare.addr()
+                );
+                Some(compare)
+            }
+        };
         eprintln!(
             "speed: pullcache (pid {}) on {}; origin on {}/{}/{}; rustls file server on {}; nginx {}",
             pullcache.pid(),
@@ -464,6 +517,7 @@ impl Bench {
             pullcache_bin: bin.to_path_buf(),
             pullcache_dir,
             pullcache_sections: sections,
+            compare,
             metrics_before_restart: Vec::new(),
             failures: Failures::default(),
             next_seed: BASE_SEED,
@@ -488,6 +542,9 @@ impl Bench {
     ) -> anyhow::Result<()> {
         eprintln!("speed: phase {name}");
         self.pc_mut().check_alive()?;
+        if let Some(compare) = &mut self.compare {
+            compare.check_alive().context("the comparison build")?;
+        }
         if let Some(nginx) = &mut self.nginx {
             nginx.check_alive()?;
         }
@@ -560,6 +617,10 @@ impl Bench {
         procfs::self_and_children_ticks()
             + procfs::process_ticks(self.pc().pid())
             + self
+                .compare
+                .as_ref()
+                .map_or(0, |c| procfs::process_ticks(c.pid()))
+            + self
                 .nginx
                 .as_ref()
                 .map_or(0, |n| procfs::process_ticks(n.pid()))
@@ -571,6 +632,17 @@ impl Bench {
 
     fn pullcache_meter(&self) -> Meter {
         Meter::Process(self.pc().pid())
+    }
+
+    /// The comparison build's address and CA, if there is one.
+    fn compare_endpoint(&self) -> Option<(SocketAddr, PathBuf)> {
+        self.compare
+            .as_ref()
+            .map(|c| (c.addr(), c.ca_path().to_path_buf()))
+    }
+
+    fn compare_meter(&self) -> Option<Meter> {
+        self.compare.as_ref().map(|c| Meter::Process(c.pid()))
     }
 
     /// A new blob of `size` bytes (untimed; generated with its SHA-256).
@@ -685,7 +757,16 @@ impl Bench {
     /// Waits until pullcache logs that `hex` was committed; a failure if it
     /// logs a failed fetch instead, or nothing in time.
     fn wait_committed(&mut self, hex: &str, label: &str) {
-        match self.pc().logs().wait_commit(hex, COMMIT_LIMIT) {
+        self.wait_committed_by(Build::Measured, hex, label);
+    }
+
+    /// [`Bench::wait_committed`] for either build.
+    fn wait_committed_by(&mut self, build: Build, hex: &str, label: &str) {
+        let pullcache = match build {
+            Build::Measured => self.pc(),
+            Build::Compared => self.compare.as_ref().expect("a comparison build"),
+        };
+        match pullcache.logs().wait_commit(hex, COMMIT_LIMIT) {
             Commit::Cached => {}
             Commit::Failed(line) => self
                 .failures
@@ -699,8 +780,14 @@ impl Bench {
     /// Checks that pullcache fetched `expect` from the origin exactly once,
     /// and exactly its size in bytes.
     fn check_fetched_once(&mut self, expect: &Expect, label: &str) {
-        let gets = self.origin.blob_gets(Side::Pullcache, &expect.hex);
-        let bytes = self.origin.blob_bytes_sent(Side::Pullcache, &expect.hex);
+        self.check_fetched_once_by(Build::Measured, expect, label);
+    }
+
+    /// [`Bench::check_fetched_once`] for either build.
+    fn check_fetched_once_by(&mut self, build: Build, expect: &Expect, label: &str) {
+        let side = build.side();
+        let gets = self.origin.blob_gets(side, &expect.hex);
+        let bytes = self.origin.blob_bytes_sent(side, &expect.hex);
         if gets != 1 {
             self.failures.add(format!(
                 "{label}: pullcache fetched sha256:{} from the origin {gets} times, not once",
@@ -742,6 +829,12 @@ impl Bench {
         let via_pullcache = proxied(self.pullcache_addr(), REGISTRY_HOST, &path, &pullcache_ca);
         self.verified(&via_pullcache, &expect, "priming: pullcache miss", &label)?;
         self.wait_committed(&expect.hex, &label);
+        if let Some((addr, ca)) = self.compare_endpoint() {
+            let via_compare = proxied(addr, REGISTRY_HOST, &path, &ca);
+            self.verified(&via_compare, &expect, "priming: comparison miss", &label)?;
+            self.wait_committed_by(Build::Compared, &expect.hex, &label);
+            self.check_fetched_once_by(Build::Compared, &expect, &label);
+        }
         self.origin.catalogue().remove(&expect.hex);
         self.check_fetched_once(&expect, &label);
         self.hit_blobs.insert(size, expect.clone());
@@ -814,6 +907,20 @@ impl Bench {
             },
             meter: Some(self.pullcache_meter()),
         });
+        let hit_at = routes.len() - 1;
+        let compare = self.compare_endpoint();
+        if let Some((addr, compare_ca)) = &compare {
+            routes.push(Route {
+                label: "comparison hit",
+                get: Get {
+                    via: Via::Proxy(*addr),
+                    host: REGISTRY_HOST,
+                    path: &path,
+                    ca: compare_ca,
+                },
+                meter: self.compare_meter(),
+            });
+        }
         let tls: Vec<String> = routes
             .iter()
             .map(|r| format!("{}: {}", r.label, r.get.describe_tls()))
@@ -834,8 +941,8 @@ impl Bench {
 
         let labels: Vec<&str> = routes.iter().map(|r| r.label).collect();
         let named: Vec<(&str, &Series)> = labels.iter().copied().zip(&series).collect();
-        let hit = series.last().expect("the pullcache route");
-        let ceiling = &series[labels.len() - 2];
+        let hit = &series[hit_at];
+        let ceiling = &series[hit_at - 1];
         let nginx = self.nginx.is_some().then(|| &series[0]);
         let mut baselines = Vec::new();
         if let Some(nginx) = nginx {
@@ -850,10 +957,13 @@ impl Bench {
             &named,
             &baselines,
             self.ticks_per_sec,
-            "server CPU-s/GB: nginx's process, the rustls server's thread, pullcache's process",
+            "server CPU-s/GB: nginx's process, the rustls server's thread, pullcache's process (and the comparison build's)",
         );
         println!("   TLS: {}", tls.join("; "));
         print_rounds(&named);
+        if compare.is_some() {
+            self.compare_row(&format!("hit {mib} MiB"), hit, &series[hit_at + 1]);
+        }
 
         let cpu = hit.cpu_per_gb(self.ticks_per_sec);
         let vs_ceiling = hit.speed_ratio(ceiling);
@@ -902,6 +1012,37 @@ impl Bench {
         Ok(())
     }
 
+    /// A summary row comparing the comparison build's `compared` series to
+    /// this build's `measured` one, measured in the same rounds.
+    fn compare_row(&mut self, what: &str, measured: &Series, compared: &Series) {
+        let speed = compared.speed_ratio(measured);
+        let (cpu, compare_cpu) = (
+            measured.cpu_per_gb(self.ticks_per_sec),
+            compared.cpu_per_gb(self.ticks_per_sec),
+        );
+        let cpu_text = match (cpu, compare_cpu) {
+            (Some(a), Some(b)) => {
+                format!("CPU-s/GB {a:.3} → {b:.3} ({:+.1}%)", (b / a - 1.0) * 100.0)
+            }
+            _ => "CPU n/a".to_owned(),
+        };
+        self.target(
+            format!("{what}: comparison build vs this one"),
+            format!("speed {}, {cpu_text}", ratio_text(&speed)),
+            "(comparison)",
+            None,
+        );
+        let entry = self
+            .json
+            .entry("comparison".to_owned())
+            .or_insert_with(|| json!({}));
+        entry[what] = json!({
+            "speed_ratio": speed.median,
+            "cpu_s_per_gb": cpu,
+            "compared_cpu_s_per_gb": compare_cpu,
+        });
+    }
+
     // === phase 2: misses ===
 
     fn miss_phase(&mut self, mib: usize) -> anyhow::Result<()> {
@@ -914,6 +1055,11 @@ impl Bench {
         let mut labels = vec!["origin direct", "pullcache miss"];
         if nginx.is_some() {
             labels.push("nginx proxy_cache miss");
+        }
+        let compare = self.compare_endpoint();
+        let compare_at = labels.len();
+        if compare.is_some() {
+            labels.push("comparison miss");
         }
         let size = (mib * MIB) as u64;
         let mut series: Vec<Series> = labels.iter().map(|_| Series::new(size)).collect();
@@ -981,6 +1127,22 @@ impl Bench {
                 series[2].add_client(t.client_ticks);
             }
 
+            // The comparison build, like this one: CPU up to its commit.
+            let via_compare = compare
+                .as_ref()
+                .map(|(addr, ca)| proxied(*addr, REGISTRY_HOST, &path, ca));
+            if let Some(via) = &via_compare {
+                let meter = self.compare_meter().expect("a comparison build");
+                let before = meter.ticks();
+                let (t, _) = on_machine(&mut series[compare_at], || {
+                    self.timed(via, None, &expect, &format!("{name} comparison"))
+                })?;
+                self.wait_committed_by(Build::Compared, &expect.hex, &format!("{name} comparison"));
+                let ticks = meter.ticks().saturating_sub(before);
+                series[compare_at].push(t.total, Some(ticks));
+                series[compare_at].add_client(t.client_ticks);
+            }
+
             // Untimed: the same digest once more through each cache (a hit
             // now), hashed. The blob is still at the origin, so a cache that
             // fetched it again would be counted below, not fail here.
@@ -991,6 +1153,15 @@ impl Bench {
                 &format!("{name} pullcache (verification)"),
             )?;
             self.check_fetched_once(&expect, &format!("{name} pullcache"));
+            if let Some(via) = &via_compare {
+                self.verified(
+                    via,
+                    &expect,
+                    "miss: comparison build, the blob again after its miss",
+                    &format!("{name} comparison (verification)"),
+                )?;
+                self.check_fetched_once_by(Build::Compared, &expect, &format!("{name} comparison"));
+            }
             if let Some((get, _)) = &via_nginx {
                 self.verified(
                     get,
@@ -1028,7 +1199,7 @@ impl Bench {
             &named,
             &baselines,
             self.ticks_per_sec,
-            "server CPU-s/GB: the origin's thread, pullcache's process (up to its commit), nginx's process",
+            "server CPU-s/GB: the origin's thread, pullcache's process (up to its commit), nginx's process, the comparison build's (up to its commit)",
         );
         print_rounds(&named);
         let lag = summary(&commit_lags);
@@ -1043,6 +1214,9 @@ impl Bench {
             );
         }
         let miss = &series[1];
+        if compare.is_some() {
+            self.compare_row(&format!("miss {mib} MiB"), miss, &series[compare_at]);
+        }
         let cpu = miss.cpu_per_gb(self.ticks_per_sec);
         self.target(
             format!("miss {mib} MiB: pullcache CPU-s/GB"),
@@ -1242,7 +1416,8 @@ impl Bench {
         let path = expect.path();
         let ca = self.ca.pem_path().to_path_buf();
         let relay = Relay::start(self.files.addr())?;
-        let routes = [
+        let compare = self.compare_endpoint();
+        let mut routes = vec![
             Route {
                 label: "direct",
                 get: Get {
@@ -1274,16 +1449,29 @@ impl Bench {
                 meter: Some(self.pullcache_meter()),
             },
         ];
+        if let Some((addr, _)) = compare {
+            routes.push(Route {
+                label: "comparison tunnel",
+                get: Get {
+                    via: Via::Proxy(addr),
+                    host: TUNNEL_HOST,
+                    path: &path,
+                    ca: &ca,
+                },
+                meter: self.compare_meter(),
+            });
+        }
         let tls = routes[2].get.describe_tls();
         let rounds = self.settings.rounds;
         // Untimed: one verified download per route (also their warm-up).
         self.verify_routes("tunnel", &routes, &expect)?;
         let series = self.interleave("tunnel", rounds, &routes, &expect)?;
         drop(relay);
-        let [direct, bare, tunnel] = &series[..] else {
-            unreachable!("one series per route");
-        };
-        let named = [("direct", direct), ("bare relay", bare), ("tunnel", tunnel)];
+        let (direct, bare, tunnel) = (&series[0], &series[1], &series[2]);
+        let mut named = vec![("direct", direct), ("bare relay", bare), ("tunnel", tunnel)];
+        if let Some(compared) = series.get(3) {
+            named.push(("comparison tunnel", compared));
+        }
         print_section(
             &format!(
                 "4. tunnel, {mib} MiB — {rounds} rounds, each: curl straight to the rustls file server as {TUNNEL_HOST}, then through a bare relay written here (1 MiB buffers, nothing else), then through pullcache (CONNECT {TUNNEL_HOST}:443, not intercepted)"
@@ -1291,7 +1479,7 @@ impl Bench {
             &named,
             &[("direct", direct), ("bare relay", bare)],
             self.ticks_per_sec,
-            "server CPU-s/GB: direct, the file server's thread; bare relay, the relay's thread; tunnel, pullcache's process (the relaying only: the file server's CPU is in neither)",
+            "server CPU-s/GB: direct, the file server's thread; bare relay, the relay's thread; tunnel, pullcache's process, and the comparison build's (the relaying only: the file server's CPU is in neither)",
         );
         println!("   TLS through the tunnel (end to end with the file server): {tls}");
         println!("   with the cores already busy downloading directly, what a relay costs per byte comes out of the client's and the server's share: the bare relay is the tunnel's ceiling on this machine");
@@ -1315,6 +1503,9 @@ impl Bench {
             );
         }
         print_rounds(&named);
+        if let Some(compared) = series.get(3) {
+            self.compare_row(&format!("tunnel {mib} MiB"), tunnel, compared);
+        }
         let ratio = tunnel.speed_ratio(direct);
         self.target(
             format!("tunnel {mib} MiB: throughput vs direct"),

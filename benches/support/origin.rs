@@ -56,6 +56,9 @@ pub(crate) enum Side {
     Pullcache,
     /// nginx's `proxy_cache` upstream requests.
     Nginx,
+    /// A second pullcache's upstream requests (the speed benchmark's
+    /// comparison binary).
+    Compare,
     /// Clients through pullcache's tunnel: the tunnel site, not the
     /// registry.
     Tunnel,
