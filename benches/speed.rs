@@ -927,14 +927,20 @@ impl Bench {
             .collect();
         let rounds = self.settings.rounds;
         let name = format!("hit {mib} MiB");
-        let before = self.origin.blob_gets(Side::Pullcache, &expect.hex);
+        let sides = [Side::Pullcache, Side::Compare];
+        let before = sides.map(|side| self.origin.blob_gets(side, &expect.hex));
         // Untimed: one verified download per route (also their warm-up).
         self.verify_routes(&name, &routes, &expect)?;
         let series = self.interleave(&name, rounds, &routes, &expect)?;
-        let after = self.origin.blob_gets(Side::Pullcache, &expect.hex);
-        if after != before {
+        let after = sides.map(|side| self.origin.blob_gets(side, &expect.hex));
+        for ((build, before), after) in ["pullcache", "the comparison build"]
+            .into_iter()
+            .zip(before)
+            .zip(after)
+            .filter(|((_, before), after)| after != before)
+        {
             self.failures.add(format!(
-                "hit {mib} MiB: pullcache fetched the cached blob from the origin {} more times",
+                "hit {mib} MiB: {build} fetched the cached blob from the origin {} more times",
                 after - before
             ));
         }
