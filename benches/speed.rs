@@ -450,12 +450,17 @@ impl Bench {
 
         let mut hosts = vec![REGISTRY_HOST];
         hosts.extend(ttfb_hosts.iter().map(String::as_str));
-        let mut resolve: Vec<(&str, SocketAddr)> = hosts
-            .iter()
-            .map(|host| (*host, origin.addr(Side::Pullcache)))
-            .collect();
-        resolve.push((TUNNEL_HOST, files.addr()));
-        let sections = upstream_sections(&hosts, ca.pem_path(), &resolve, "");
+        // A pullcache's upstream config: the registry hosts on its own
+        // origin listener, the tunnel host on the file server.
+        let sections_for = |side: Side| {
+            let mut resolve: Vec<(&str, SocketAddr)> = hosts
+                .iter()
+                .map(|host| (*host, origin.addr(side)))
+                .collect();
+            resolve.push((TUNNEL_HOST, files.addr()));
+            upstream_sections(&hosts, ca.pem_path(), &resolve, "")
+        };
+        let sections = sections_for(Side::Pullcache);
         let pullcache_dir = dir.path().join("pullcache");
         std::fs::create_dir_all(&pullcache_dir)?;
         let pullcache = Pullcache::start(bin, &pullcache_dir, &sections)?;
@@ -464,12 +469,7 @@ impl Bench {
         let compare = match &settings.compare_bin {
             None => None,
             Some(compare_bin) => {
-                let mut resolve: Vec<(&str, SocketAddr)> = hosts
-                    .iter()
-                    .map(|host| (*host, origin.addr(Side::Compare)))
-                    .collect();
-                resolve.push((TUNNEL_HOST, files.addr()));
-                let sections = upstream_sections(&hosts, ca.pem_path(), &resolve, "");
+                let sections = sections_for(Side::Compare);
                 let compare_dir = dir.path().join("pullcache-compare");
                 std::fs::create_dir_all(&compare_dir)?;
                 let compare = Pullcache::start(compare_bin, &compare_dir, &sections)
@@ -1423,49 +1423,39 @@ impl Bench {
         let ca = self.ca.pem_path().to_path_buf();
         let relay = Relay::start(self.files.addr())?;
         let compare = self.compare_endpoint();
+        let route = |label, via, meter| Route {
+            label,
+            get: Get {
+                via,
+                host: TUNNEL_HOST,
+                path: &path,
+                ca: &ca,
+            },
+            meter,
+        };
         let mut routes = vec![
-            Route {
-                label: "direct",
-                get: Get {
-                    via: Via::Direct(self.files.addr()),
-                    host: TUNNEL_HOST,
-                    path: &path,
-                    ca: &ca,
-                },
-                meter: Some(Meter::Threads(files::THREAD_NAME)),
-            },
-            Route {
-                label: "bare relay",
-                get: Get {
-                    via: Via::Direct(relay.addr()),
-                    host: TUNNEL_HOST,
-                    path: &path,
-                    ca: &ca,
-                },
-                meter: Some(Meter::Threads(relay::THREAD_NAME)),
-            },
-            Route {
-                label: "pullcache tunnel",
-                get: Get {
-                    via: Via::Proxy(self.pullcache_addr()),
-                    host: TUNNEL_HOST,
-                    path: &path,
-                    ca: &ca,
-                },
-                meter: Some(self.pullcache_meter()),
-            },
+            route(
+                "direct",
+                Via::Direct(self.files.addr()),
+                Some(Meter::Threads(files::THREAD_NAME)),
+            ),
+            route(
+                "bare relay",
+                Via::Direct(relay.addr()),
+                Some(Meter::Threads(relay::THREAD_NAME)),
+            ),
+            route(
+                "pullcache tunnel",
+                Via::Proxy(self.pullcache_addr()),
+                Some(self.pullcache_meter()),
+            ),
         ];
         if let Some((addr, _)) = compare {
-            routes.push(Route {
-                label: "comparison tunnel",
-                get: Get {
-                    via: Via::Proxy(addr),
-                    host: TUNNEL_HOST,
-                    path: &path,
-                    ca: &ca,
-                },
-                meter: self.compare_meter(),
-            });
+            routes.push(route(
+                "comparison tunnel",
+                Via::Proxy(addr),
+                self.compare_meter(),
+            ));
         }
         let tls = routes[2].get.describe_tls();
         let rounds = self.settings.rounds;
