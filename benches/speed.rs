@@ -1340,7 +1340,9 @@ impl Bench {
 
             let before = meter.ticks();
             let client_before = procfs::children_ticks();
-            let wall = self.batch(&expect, clients, &format!("{name} cold"))?;
+            let wall = on_machine(&mut cold, || {
+                self.batch(&expect, clients, &format!("{name} cold"))
+            })?;
             cold.add_client(procfs::children_ticks().saturating_sub(client_before));
             self.wait_committed(&expect.hex, &format!("{name} cold"));
             cold.push(wall, Some(meter.ticks().saturating_sub(before)));
@@ -1367,7 +1369,9 @@ impl Bench {
 
             let before = meter.ticks();
             let client_before = procfs::children_ticks();
-            let wall = self.batch(&hit, clients, &format!("{name} hits"))?;
+            let wall = on_machine(&mut warm, || {
+                self.batch(&hit, clients, &format!("{name} hits"))
+            })?;
             warm.add_client(procfs::children_ticks().saturating_sub(client_before));
             warm.push(wall, Some(meter.ticks().saturating_sub(before)));
             eprintln!(
