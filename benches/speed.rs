@@ -201,6 +201,14 @@ enum Build {
 }
 
 impl Build {
+    /// How the report names it.
+    fn name(self) -> &'static str {
+        match self {
+            Build::Measured => "pullcache",
+            Build::Compared => "the comparison build",
+        }
+    }
+
     /// Its listener on the origin.
     fn side(self) -> Side {
         match self {
@@ -407,10 +415,16 @@ impl Bench {
         names.extend(ttfb_hosts.iter().cloned());
         let ca = TestCa::new(dir.path(), "bench")?;
         let leaf = ca.leaf(dir.path(), "servers", &names)?;
+        // A listener for the comparison build only when there is one.
+        let sides: &'static [Side] = if settings.compare_bin.is_some() {
+            &[Side::Direct, Side::Pullcache, Side::Nginx, Side::Compare]
+        } else {
+            &[Side::Direct, Side::Pullcache, Side::Nginx]
+        };
         let origin = Origin::start(OriginSetup {
             thread_name: ORIGIN_THREAD,
             tls: leaf.server_config(&[b"h2", b"http/1.1"])?,
-            sides: &[Side::Direct, Side::Pullcache, Side::Nginx, Side::Compare],
+            sides,
             repository: REPOSITORY,
             catalogue: Arc::default(),
         })?;
@@ -634,6 +648,15 @@ impl Bench {
         Meter::Process(self.pc().pid())
     }
 
+    /// The builds running: this one, and the comparison build if asked for.
+    fn builds(&self) -> Vec<Build> {
+        let mut builds = vec![Build::Measured];
+        if self.compare.is_some() {
+            builds.push(Build::Compared);
+        }
+        builds
+    }
+
     /// The comparison build's address and CA, if there is one.
     fn compare_endpoint(&self) -> Option<(SocketAddr, PathBuf)> {
         self.compare
@@ -768,11 +791,13 @@ impl Bench {
         };
         match pullcache.logs().wait_commit(hex, COMMIT_LIMIT) {
             Commit::Cached => {}
-            Commit::Failed(line) => self
-                .failures
-                .add(format!("{label}: pullcache did not cache the blob: {line}")),
+            Commit::Failed(line) => self.failures.add(format!(
+                "{label}: {} did not cache the blob: {line}",
+                build.name()
+            )),
             Commit::NotLogged => self.failures.add(format!(
-                "{label}: pullcache logged no commit for sha256:{hex} within {COMMIT_LIMIT:?}"
+                "{label}: {} logged no commit for sha256:{hex} within {COMMIT_LIMIT:?}",
+                build.name()
             )),
         }
     }
@@ -790,14 +815,17 @@ impl Bench {
         let bytes = self.origin.blob_bytes_sent(side, &expect.hex);
         if gets != 1 {
             self.failures.add(format!(
-                "{label}: pullcache fetched sha256:{} from the origin {gets} times, not once",
+                "{label}: {} fetched sha256:{} from the origin {gets} times, not once",
+                build.name(),
                 expect.hex
             ));
         }
         if bytes != expect.size {
             self.failures.add(format!(
-                "{label}: the origin sent pullcache {bytes} bytes of sha256:{}, not its {} bytes",
-                expect.hex, expect.size
+                "{label}: the origin sent {} {bytes} bytes of sha256:{}, not its {} bytes",
+                build.name(),
+                expect.hex,
+                expect.size
             ));
         }
     }
@@ -927,22 +955,25 @@ impl Bench {
             .collect();
         let rounds = self.settings.rounds;
         let name = format!("hit {mib} MiB");
-        let sides = [Side::Pullcache, Side::Compare];
-        let before = sides.map(|side| self.origin.blob_gets(side, &expect.hex));
+        let builds = self.builds();
+        let gets = |bench: &Bench| -> Vec<usize> {
+            builds
+                .iter()
+                .map(|build| bench.origin.blob_gets(build.side(), &expect.hex))
+                .collect()
+        };
+        let before = gets(self);
         // Untimed: one verified download per route (also their warm-up).
         self.verify_routes(&name, &routes, &expect)?;
         let series = self.interleave(&name, rounds, &routes, &expect)?;
-        let after = sides.map(|side| self.origin.blob_gets(side, &expect.hex));
-        for ((build, before), after) in ["pullcache", "the comparison build"]
-            .into_iter()
-            .zip(before)
-            .zip(after)
-            .filter(|((_, before), after)| after != before)
-        {
-            self.failures.add(format!(
-                "hit {mib} MiB: {build} fetched the cached blob from the origin {} more times",
-                after - before
-            ));
+        for ((build, before), after) in builds.iter().zip(before).zip(gets(self)) {
+            if after != before {
+                self.failures.add(format!(
+                    "hit {mib} MiB: {} fetched the cached blob from the origin {} more times",
+                    build.name(),
+                    after - before
+                ));
+            }
         }
 
         let labels: Vec<&str> = routes.iter().map(|r| r.label).collect();
